@@ -1,0 +1,28 @@
+"""The LaCT SwiGLU fast-weight op (installed as ``modeling_lact_audio.kernels``).
+
+Public API, one contract for every implementation::
+
+    state = FastWeightState.from_weights(w0, w1, w2)   # w0, w2: [B,H,Dh,D]; w1: [B,H,D,Dh]
+    o, state = lact_swiglu(q, k, v, lr, state, *, chunk_size, order="apply_update",
+                           muon_steps=5, weight_norm=True, momentum=None, mask=None)
+    lact_swiglu_reference(...)   # same signature, plain per-chunk loop, the test oracle
+    newton_schulz(x, steps)
+
+``lact_swiglu`` is the fast chunked PyTorch implementation (``chunk.py``); ``naive.py`` is the
+readable reference.
+"""
+
+from .chunk import lact_swiglu
+from .naive import lact_swiglu_reference
+from .newton_schulz import newton_schulz
+from .state import FastWeightState, PendingChunk
+from .validation import ORDERS
+
+__all__ = [
+    "FastWeightState",
+    "PendingChunk",
+    "ORDERS",
+    "lact_swiglu",
+    "lact_swiglu_reference",
+    "newton_schulz",
+]

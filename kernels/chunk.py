@@ -1,0 +1,203 @@
+"""The fast LaCT op: batched matmuls over (batch x heads), a Python loop over chunks only."""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .newton_schulz import newton_schulz
+from .state import FastWeightState, PendingChunk
+from .validation import check_lact_inputs, chunk_spans
+
+
+def _to_bh(x: Tensor) -> Tensor:
+    """``[B, T, H, *F]`` -> ``[B*H, T, *F]``."""
+    B, T, H = x.shape[:3]
+    return x.transpose(1, 2).reshape(B * H, T, *x.shape[3:])
+
+
+def _from_bh(x: Tensor, B: int, H: int) -> Tensor:
+    """``[B*H, T, *F]`` -> ``[B, T, H, *F]``."""
+    return x.reshape(B, H, *x.shape[1:]).transpose(1, 2)
+
+
+def _apply(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor) -> Tensor:
+    """Read: ``f_W(x)`` for x ``[BH, n, D]`` -> ``[BH, n, D]`` (6·n·D·Dh flops per head)."""
+    return torch.bmm(F.silu(torch.bmm(x, w0.mT)) * torch.bmm(x, w2.mT), w1.mT)
+
+
+def _gradients(w0, w1, w2, k, v, lr):
+    """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>`` (12·C·D·Dh flops per head).
+
+    k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on padding). Returns dw0, dw1, dw2 shaped like the weights.
+    """
+    g = torch.bmm(k, w0.mT)  # [BH, C, Dh]
+    h = torch.bmm(k, w2.mT)
+    dh = torch.bmm(v, w1)  # [BH, C, Dh]
+    sig = torch.sigmoid(g)
+    silu_g = g * sig
+    dw1 = torch.bmm((v * lr[..., 1:2]).mT, silu_g * h)  # [BH, D, Dh]
+    # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig)
+    dsilu = sig + silu_g * (1 - sig)
+    dw0 = torch.bmm((dh * h * dsilu * lr[..., 0:1]).mT, k)  # [BH, Dh, D]
+    dw2 = torch.bmm((dh * silu_g * lr[..., 2:3]).mT, k)
+    return dw0, dw1, dw2
+
+
+def lact_swiglu(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    state: FastWeightState,
+    *,
+    chunk_size: int,
+    order: str = "apply_update",
+    muon_steps: int = 5,
+    weight_norm: bool = True,
+    momentum: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+):
+    """LaCT SwiGLU fast-weight op: read the fast weights with ``q`` and update them chunk by chunk.
+
+    Fast weight function ``f_W(x) = w1 (silu(w0 x) * (w2 x))`` per head. Each chunk of tokens
+    updates ``W`` by ``-lr * dL/dW`` of ``L = -sum_t <f_W(k_t), v_t>`` (per-token rates, one for
+    each of w0, w1, w2), optionally through momentum (``M = beta M + dW``, ``beta`` the chunk mean
+    of ``momentum``), then Newton-Schulz orthogonalisation (Muon, ``muon_steps > 0``), then
+    ``W += dW`` and, with ``weight_norm``, every row is rescaled to its norm in the initial weights.
+
+    Chunk boundaries sit at multiples of ``chunk_size`` from the start of the stream
+    (``state.seen`` counts the tokens consumed so far). ``order``:
+
+    - ``"apply_update"`` (generation): chunk i is read with the weights built from chunks < i, then
+      updates them. A trailing partial chunk is read with the current weights and held in the
+      state; it updates once a later call completes it, so a stream split anywhere equals one call.
+      **Hazard**: a sequence no longer than one chunk is read with the initial weights only; no
+      update ever reaches its own outputs. Do not use this order for single-utterance ASR.
+    - ``"update_apply"`` (streaming ASR): each chunk updates the weights, then is read with them;
+      a trailing partial chunk updates as a short chunk. Splits at chunk multiples equal one call.
+    - ``"bidirectional"`` (offline ASR): every chunk updates in turn, then every token is read
+      with the final weights.
+
+    Args:
+        q, k, v: ``[B, T, H, D]`` floating point.
+        lr: ``[B, T, H, 3]`` non-negative learning rates for (w0, w1, w2); float32 recommended.
+        state: ``FastWeightState`` with weights ``w0, w2: [B, H, Dh, D]``, ``w1: [B, H, D, Dh]``.
+        chunk_size: tokens per update (>= 1), e.g. 512..4096 for audio frames.
+        order: ``"apply_update"``, ``"update_apply"`` or ``"bidirectional"``.
+        muon_steps: Newton-Schulz iterations (0 disables Muon).
+        weight_norm: renormalise rows to the initial weights' norms after each update.
+        momentum: None or ``[B, T, H]`` in [0, 1).
+        mask: None or bool ``[B, T]``, False = padding: padded tokens never update the state and
+            their outputs are zero. A chunk without real tokens changes nothing.
+
+    Returns:
+        ``(o, new_state)``: ``o`` ``[B, T, H, D]`` (the state's dtype, or the autocast dtype under
+        autocast); the input state is never modified.
+
+    Cost: 18·T·H·D·Dh flops (read, gradient recomputation, three gradient products) plus
+    ``muon_steps`` Newton-Schulz iterations per chunk. Differentiable with respect to q, k, v, lr,
+    momentum and the initial weights. Under bf16 autocast the matmuls run in bf16 while the state
+    stays in float32.
+    """
+    check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
+    B, T, H, D = q.shape
+    if T == 0:
+        return q.new_zeros(B, 0, H, D), state
+    if not torch.is_autocast_enabled(q.device.type):
+        q, k, v = (t.to(state.dtype) for t in (q, k, v))
+    lr = lr.to(torch.promote_types(lr.dtype, torch.float32))
+
+    pend = state.pending
+    n_p = 0 if pend is None else pend.length
+    if pend is not None:
+        if (pend.momentum is None) != (momentum is None):
+            raise ValueError("lact_swiglu: momentum must be given in every call of a stream or in none")
+        if pend.mask is not None and mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=q.device)
+        elif pend.mask is None and mask is not None:
+            pend = PendingChunk(pend.k, pend.v, pend.lr, pend.momentum,
+                                torch.ones(B, n_p, dtype=torch.bool, device=q.device))
+        cat = lambda a, b: torch.cat([a.to(b.dtype), b], 1)
+        k_u, v_u, lr_u = cat(pend.k, k), cat(pend.v, v), cat(pend.lr, lr)
+        mom_u = None if momentum is None else cat(pend.momentum, momentum)
+        mask_u = None if mask is None else torch.cat([pend.mask, mask], 1)
+    else:
+        k_u, v_u, lr_u, mom_u, mask_u = k, v, lr, momentum, mask
+
+    # [B*H, T, D] layout: every matmul below is one batched GEMM over all (example, head) pairs.
+    qb, kb, vb = _to_bh(q), _to_bh(k_u), _to_bh(v_u)
+    lrb = _to_bh(lr_u)  # [BH, T_u, 3]
+    maskb = None
+    if mask_u is not None:
+        maskb = mask_u[:, None, :].expand(B, H, -1).reshape(B * H, -1)  # [BH, T_u]
+        lrb = lrb * maskb[..., None]
+    momb = None if mom_u is None else mom_u.transpose(1, 2).reshape(B * H, -1)  # [BH, T_u]
+
+    flat = lambda w: w.reshape(B * H, *w.shape[2:])
+    W = [flat(state.w0), flat(state.w1), flat(state.w2)]
+    norms = [flat(state.w0_norm), flat(state.w1_norm), flat(state.w2_norm)]
+    M = [None if m is None else flat(m) for m in (state.m0, state.m1, state.m2)]
+    if momb is not None:
+        M = [torch.zeros_like(w) if m is None else m for w, m in zip(W, M)]
+
+    def update(s: int, e: int) -> None:
+        nonlocal W, M
+        dW = _gradients(W[0], W[1], W[2], kb[:, s:e], vb[:, s:e], lrb[:, s:e])
+        has = None
+        if maskb is not None:
+            count = maskb[:, s:e].sum(1)  # [BH]
+            has = (count > 0)[:, None, None]
+        if momb is not None:
+            m_chunk = momb[:, s:e]
+            if maskb is None:
+                beta = m_chunk.mean(1)
+            else:
+                beta = (m_chunk * maskb[:, s:e]).sum(1) / count.clamp(min=1)
+            beta = beta[:, None, None]
+            new_M = [beta * m + d for m, d in zip(M, dW)]
+            dW = new_M
+            M = new_M if has is None else [torch.where(has, nm, m) for nm, m in zip(new_M, M)]
+        if muon_steps > 0:
+            dW = [newton_schulz(d, muon_steps) for d in dW]
+        new_W = [w + d for w, d in zip(W, dW)]
+        if weight_norm:
+            new_W = [w * (n0 / (w.norm(dim=-1, keepdim=True) + 1e-5)) for w, n0 in zip(new_W, norms)]
+        W = new_W if has is None else [torch.where(has, nw, w) for nw, w in zip(new_W, W)]
+
+    outs = []
+    new_pending = None
+    for s, e, full in chunk_spans(state.seen - n_p, n_p + T, chunk_size):
+        if order == "apply_update":
+            r = max(s, n_p)
+            outs.append(_apply(W[0], W[1], W[2], qb[:, r - n_p : e - n_p]))
+            if full:
+                update(s, e)
+            else:
+                new_pending = PendingChunk(
+                    k=k_u[:, s:e], v=v_u[:, s:e], lr=lr_u[:, s:e],
+                    momentum=None if mom_u is None else mom_u[:, s:e],
+                    mask=None if mask_u is None else mask_u[:, s:e],
+                )
+        elif order == "update_apply":
+            update(s, e)
+            outs.append(_apply(W[0], W[1], W[2], qb[:, s:e]))
+        else:
+            update(s, e)
+    if order == "bidirectional":
+        outs.append(_apply(W[0], W[1], W[2], qb))
+
+    o = _from_bh(torch.cat(outs, 1) if len(outs) > 1 else outs[0], B, H)  # [B, T, H, D]
+    if mask is not None:
+        o = o * mask[:, :, None, None].to(o.dtype)
+    unflat = lambda w: w.reshape(B, H, *w.shape[1:])
+    new_state = FastWeightState(
+        w0=unflat(W[0]), w1=unflat(W[1]), w2=unflat(W[2]),
+        w0_norm=state.w0_norm, w1_norm=state.w1_norm, w2_norm=state.w2_norm,
+        m0=None if M[0] is None else unflat(M[0]),
+        m1=None if M[1] is None else unflat(M[1]),
+        m2=None if M[2] is None else unflat(M[2]),
+        pending=new_pending, seen=state.seen + T,
+    )
+    return o, new_state

@@ -1,0 +1,171 @@
+"""The fast-weight state that the LaCT op reads, updates and hands back.
+
+Fast weights are a *state*, like an RNN's hidden state: they carry across chunks, calls,
+utterances and streams. ``FastWeightState`` holds everything needed to continue a stream exactly
+where it stopped: the current SwiGLU fast weights, the row norms of the weights the stream started
+from (for weight renormalisation), the momentum buffers, the tokens of a chunk that is still
+filling up (``apply_update`` order), and how many tokens the stream has seen (chunk boundaries sit
+at multiples of ``chunk_size`` from the start of the stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PendingChunk:
+    """Tokens of a chunk that is not full yet; they update the weights once a later call completes it.
+
+    Shapes: ``k, v: [B, n, H, D]``, ``lr: [B, n, H, 3]``, ``momentum: [B, n, H]`` or None,
+    ``mask: [B, n]`` bool or None, with ``0 < n < chunk_size``.
+    """
+
+    k: Tensor
+    v: Tensor
+    lr: Tensor
+    momentum: Optional[Tensor]
+    mask: Optional[Tensor]
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[1]
+
+    def map(self, fn) -> PendingChunk:
+        """Apply ``fn`` to every tensor (for detach, device moves, batch selection)."""
+        return PendingChunk(
+            k=fn(self.k),
+            v=fn(self.v),
+            lr=fn(self.lr),
+            momentum=None if self.momentum is None else fn(self.momentum),
+            mask=None if self.mask is None else fn(self.mask),
+        )
+
+
+@dataclass
+class FastWeightState:
+    """SwiGLU fast weights of every (example, head) plus what a stream needs to continue.
+
+    Attributes:
+        w0, w2: ``[B, H, Dh, D]`` current fast weights (input projections of the SwiGLU).
+        w1: ``[B, H, D, Dh]`` current fast weight (output projection).
+        w0_norm, w2_norm: ``[B, H, Dh, 1]``; w1_norm: ``[B, H, D, 1]``: row norms (over the last
+            dim) of the weights the state was created from; weight renormalisation restores them.
+        m0, m1, m2: momentum buffers, same shapes as the weights, or None before the first update
+            with momentum.
+        pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
+        seen: number of tokens the stream has consumed (padding positions included), which fixes
+            where chunk boundaries fall.
+
+    The weights are kept in float32 (float64 when created from float64 weights), also when the op
+    runs under bf16 autocast.
+    """
+
+    w0: Tensor
+    w1: Tensor
+    w2: Tensor
+    w0_norm: Tensor
+    w1_norm: Tensor
+    w2_norm: Tensor
+    m0: Optional[Tensor] = None
+    m1: Optional[Tensor] = None
+    m2: Optional[Tensor] = None
+    pending: Optional[PendingChunk] = None
+    seen: int = 0
+
+    @classmethod
+    def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
+        """Start a stream from initial fast weights.
+
+        Args:
+            w0, w2: ``[B, H, Dh, D]``; w1: ``[B, H, D, Dh]``. Expanded (broadcast) views of per-head
+                weights are fine; they are never written in place.
+
+        Returns:
+            A state with ``seen == 0``, no momentum and no pending tokens. Float16/bfloat16 weights
+            are promoted to float32.
+        """
+        for name, w in (("w0", w0), ("w1", w1), ("w2", w2)):
+            if not isinstance(w, Tensor) or w.dim() != 4:
+                got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+                raise ValueError(f"FastWeightState.from_weights: {name} must be a 4-d tensor, got {got}")
+            if not w.is_floating_point():
+                raise ValueError(f"FastWeightState.from_weights: {name} must be floating point, got {w.dtype}")
+        B, H, Dh, D = w0.shape
+        if w2.shape != w0.shape:
+            raise ValueError(
+                f"FastWeightState.from_weights: w2 must have the shape of w0 [B, H, Dh, D] = "
+                f"{tuple(w0.shape)}, got {tuple(w2.shape)}"
+            )
+        if w1.shape != (B, H, D, Dh):
+            raise ValueError(
+                f"FastWeightState.from_weights: w1 must be [B, H, D, Dh] = {(B, H, D, Dh)}, "
+                f"got {tuple(w1.shape)}"
+            )
+        dtype = torch.promote_types(w0.dtype, torch.float32)
+        w0, w1, w2 = (w.to(dtype) for w in (w0, w1, w2))
+        return cls(
+            w0=w0,
+            w1=w1,
+            w2=w2,
+            w0_norm=w0.norm(dim=-1, keepdim=True),
+            w1_norm=w1.norm(dim=-1, keepdim=True),
+            w2_norm=w2.norm(dim=-1, keepdim=True),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.w0.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.w0.shape[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.w0.shape[3]
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.w0.shape[2]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.w0.dtype
+
+    def _map(self, fn) -> FastWeightState:
+        opt = lambda t: None if t is None else fn(t)
+        return replace(
+            self,
+            w0=fn(self.w0),
+            w1=fn(self.w1),
+            w2=fn(self.w2),
+            w0_norm=fn(self.w0_norm),
+            w1_norm=fn(self.w1_norm),
+            w2_norm=fn(self.w2_norm),
+            m0=opt(self.m0),
+            m1=opt(self.m1),
+            m2=opt(self.m2),
+            pending=None if self.pending is None else self.pending.map(fn),
+        )
+
+    def detach(self) -> FastWeightState:
+        """The same state cut from the autograd graph (carry it across utterances at test time)."""
+        return self._map(lambda t: t.detach())
+
+    def to(self, device) -> FastWeightState:
+        """The same state on another device (weights keep their dtype)."""
+        return self._map(lambda t: t.to(device))
+
+    def index_select(self, batch_indices: Tensor) -> FastWeightState:
+        """Select or reorder the batch (beam search): ``batch_indices`` is a 1-d long tensor."""
+        return self._map(lambda t: t.index_select(0, batch_indices.to(t.device)))
+
+    def reset_stream(self) -> FastWeightState:
+        """Keep the adapted weights but start a new stream: chunk positions restart at 0 and the
+        pending tokens of the old stream are dropped (they belong to another utterance)."""
+        return replace(self, pending=None, seen=0)

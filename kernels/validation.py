@@ -1,0 +1,105 @@
+"""Argument checks shared by every implementation of the LaCT op, with messages that say what to fix."""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .state import FastWeightState
+
+ORDERS = ("apply_update", "update_apply", "bidirectional")
+
+
+def _finite(name: str, t: Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"lact_swiglu: {name} contains NaN or Inf values; check the inputs upstream")
+
+
+def check_lact_inputs(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    state: FastWeightState,
+    chunk_size: int,
+    order: str,
+    muon_steps: int,
+    momentum: Optional[Tensor],
+    mask: Optional[Tensor],
+) -> None:
+    """Raise ``ValueError`` naming the argument when an input of ``lact_swiglu`` is malformed.
+
+    Expected: ``q, k, v: [B, T, H, D]``, ``lr: [B, T, H, 3]`` non-negative, ``momentum: [B, T, H]``
+    in [0, 1) or None, ``mask: [B, T]`` bool or None, a ``FastWeightState`` with matching B, H, D.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"lact_swiglu: order must be one of {ORDERS}, got {order!r}")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"lact_swiglu: chunk_size must be an int >= 1, got {chunk_size!r}")
+    if not isinstance(muon_steps, int) or muon_steps < 0:
+        raise ValueError(f"lact_swiglu: muon_steps must be an int >= 0 (0 disables Muon), got {muon_steps!r}")
+    if not isinstance(state, FastWeightState):
+        raise ValueError(
+            "lact_swiglu: state must be a FastWeightState (build one with FastWeightState.from_weights), "
+            f"got {type(state).__name__}"
+        )
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"lact_swiglu: {name} must be a 4-d tensor [B, T, H, D], got {got}")
+        if not t.is_floating_point():
+            raise ValueError(f"lact_swiglu: {name} must be floating point, got {t.dtype}")
+    B, T, H, D = q.shape
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ValueError(f"lact_swiglu: {name} must have the shape of q {tuple(q.shape)}, got {tuple(t.shape)}")
+    if (state.batch_size, state.num_heads, state.head_dim) != (B, H, D):
+        raise ValueError(
+            f"lact_swiglu: state holds fast weights for B={state.batch_size}, H={state.num_heads}, "
+            f"D={state.head_dim}, but q is [B, T, H, D] = {tuple(q.shape)}"
+        )
+    if not isinstance(lr, Tensor) or lr.shape != (B, T, H, 3):
+        got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
+        raise ValueError(f"lact_swiglu: lr must be [B, T, H, 3] = {(B, T, H, 3)} (rates for w0, w1, w2), got {got}")
+    if momentum is not None:
+        if not isinstance(momentum, Tensor) or momentum.shape != (B, T, H):
+            got = tuple(momentum.shape) if isinstance(momentum, Tensor) else type(momentum).__name__
+            raise ValueError(f"lact_swiglu: momentum must be None or [B, T, H] = {(B, T, H)}, got {got}")
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.shape != (B, T):
+            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"lact_swiglu: mask must be None or a bool tensor [B, T] = {(B, T)}, got {got}")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"lact_swiglu: mask must be bool (True = real token, False = padding), got {mask.dtype}")
+    if state.pending is not None and order != "apply_update":
+        raise ValueError(
+            f"lact_swiglu: the state holds {state.pending.length} tokens of an unfinished apply_update chunk; "
+            f"continue it with order='apply_update' (got {order!r}) or call state.reset_stream()"
+        )
+    if T == 0:
+        return
+    for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr)):
+        _finite(name, t)
+    if bool((lr < 0).any()):
+        raise ValueError("lact_swiglu: lr must be non-negative (use softplus to produce rates)")
+    if momentum is not None:
+        _finite("momentum", momentum)
+        if bool(((momentum < 0) | (momentum >= 1)).any()):
+            raise ValueError("lact_swiglu: momentum must lie in [0, 1) (use a sigmoid to produce it)")
+
+
+def chunk_spans(start: int, length: int, chunk_size: int) -> list:
+    """Split positions ``[start, start + length)`` of a stream at multiples of ``chunk_size``.
+
+    Returns:
+        List of ``(s, e, full)`` in coordinates relative to ``start``; ``full`` is True when the
+        span reaches a chunk boundary (the chunk is complete).
+    """
+    spans = []
+    s = 0
+    while s < length:
+        to_boundary = chunk_size - (start + s) % chunk_size
+        e = min(length, s + to_boundary)
+        spans.append((s, e, e - s == to_boundary))
+        s = e
+    return spans

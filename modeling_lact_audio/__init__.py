@@ -1,0 +1,1 @@
+"""lact-audio: LaCT (Large-Chunk Test-Time Training) audio models for transformers."""
