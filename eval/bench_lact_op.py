@@ -97,8 +97,18 @@ def bench_config(T, H, D, Dh, chunk, muon_steps, mode, dtype, repeats) -> dict:
     else:
         t = time_call(run, repeats)
     flops = op_flops(T, H, D, Dh, chunk, muon_steps) * (3 if mode == "fwd_bwd" else 1)
-    return {"T": T, "H": H, "D": D, "Dh": Dh, "chunk": chunk, "muon_steps": muon_steps, "mode": mode,
-            "dtype": dtype, **t, "gflops": flops / t["median_s"] / 1e9}
+    return {
+        "T": T,
+        "H": H,
+        "D": D,
+        "Dh": Dh,
+        "chunk": chunk,
+        "muon_steps": muon_steps,
+        "mode": mode,
+        "dtype": dtype,
+        **t,
+        "gflops": flops / t["median_s"] / 1e9,
+    }
 
 
 def bench_reference(T, H, D, chunk, repeats) -> dict:
@@ -108,8 +118,15 @@ def bench_reference(T, H, D, chunk, repeats) -> dict:
     with torch.no_grad():
         ref = time_call(lambda: lact_swiglu_reference(q, k, v, lr, state, chunk_size=chunk), repeats)
         fast = time_call(lambda: lact_swiglu(q, k, v, lr, state, chunk_size=chunk), repeats)
-    return {"T": T, "H": H, "D": D, "chunk": chunk, "reference_s": ref["median_s"],
-            "chunked_s": fast["median_s"], "speedup": ref["median_s"] / fast["median_s"]}
+    return {
+        "T": T,
+        "H": H,
+        "D": D,
+        "chunk": chunk,
+        "reference_s": ref["median_s"],
+        "chunked_s": fast["median_s"],
+        "speedup": ref["median_s"] / fast["median_s"],
+    }
 
 
 def grid(quick: bool):
@@ -131,8 +148,10 @@ def plot(records: list, sgemm: float, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, dtype in zip(axes, ("fp32", "bf16")):
         for D in sorted({r["D"] for r in records}):
-            rs = sorted((r for r in records if r["D"] == D and r["dtype"] == dtype and r["mode"] == "fwd"),
-                        key=lambda r: r["chunk"])
+            rs = sorted(
+                (r for r in records if r["D"] == D and r["dtype"] == dtype and r["mode"] == "fwd"),
+                key=lambda r: r["chunk"],
+            )
             if rs:
                 ax.plot([r["chunk"] for r in rs], [r["gflops"] for r in rs], marker="o", label=f"head dim {D}")
         ax.axhline(sgemm, color="k", linestyle="--", label=f"fp32 SGEMM {sgemm:.0f}")
@@ -174,10 +193,18 @@ def main(argv=None) -> dict:
             r["speedup_vs_fp32"] = by_key[(r["T"], r["D"], r["chunk"], r["mode"], "fp32")]["median_s"] / r["median_s"]
 
     out = {
-        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "cores": os.cpu_count()},
-        "sgemm_gflops": sgemm, "bf16_gemm_gflops": bf16_gemm, "muon_steps": args.muon_steps,
-        "records": records, "reference_vs_chunked": reference,
+        "machine": {
+            "cpu": cpu_model(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cores": os.cpu_count(),
+        },
+        "sgemm_gflops": sgemm,
+        "bf16_gemm_gflops": bf16_gemm,
+        "muon_steps": args.muon_steps,
+        "records": records,
+        "reference_vs_chunked": reference,
     }
     stem = "lact_op_quick" if args.quick else "lact_op"
     (args.output_dir / f"{stem}.json").write_text(json.dumps(out, indent=2))
@@ -189,11 +216,15 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in records:
         sp = f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else ""
-        print(f"| {r['T']} | {r['H']} | {r['D']} | {r['chunk']} | {r['mode']} | {r['dtype']} | "
-              f"{r['median_s'] * 1e3:.1f} | {r['gflops']:.1f} | {100 * r['fraction_of_sgemm']:.0f}% | {sp} |")
-    print(f"\nreference loop vs chunked (T={reference['T']}, D={reference['D']}, chunk={reference['chunk']}): "
-          f"{reference['reference_s'] * 1e3:.0f} ms vs {reference['chunked_s'] * 1e3:.1f} ms, "
-          f"{reference['speedup']:.0f}x faster")
+        print(
+            f"| {r['T']} | {r['H']} | {r['D']} | {r['chunk']} | {r['mode']} | {r['dtype']} | "
+            f"{r['median_s'] * 1e3:.1f} | {r['gflops']:.1f} | {100 * r['fraction_of_sgemm']:.0f}% | {sp} |"
+        )
+    print(
+        f"\nreference loop vs chunked (T={reference['T']}, D={reference['D']}, chunk={reference['chunk']}): "
+        f"{reference['reference_s'] * 1e3:.0f} ms vs {reference['chunked_s'] * 1e3:.1f} ms, "
+        f"{reference['speedup']:.0f}x faster"
+    )
     print(f"wrote {args.output_dir / (stem + '.json')} and {args.output_dir / (stem + '.png')}")
     return out
 

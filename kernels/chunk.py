@@ -117,8 +117,9 @@ def lact_swiglu(
         if pend.mask is not None and mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=q.device)
         elif pend.mask is None and mask is not None:
-            pend = PendingChunk(pend.k, pend.v, pend.lr, pend.momentum,
-                                torch.ones(B, n_p, dtype=torch.bool, device=q.device))
+            pend = PendingChunk(
+                pend.k, pend.v, pend.lr, pend.momentum, torch.ones(B, n_p, dtype=torch.bool, device=q.device)
+            )
         cat = lambda a, b: torch.cat([a.to(b.dtype), b], 1)
         k_u, v_u, lr_u = cat(pend.k, k), cat(pend.v, v), cat(pend.lr, lr)
         mom_u = None if momentum is None else cat(pend.momentum, momentum)
@@ -176,7 +177,9 @@ def lact_swiglu(
                 update(s, e)
             else:
                 new_pending = PendingChunk(
-                    k=k_u[:, s:e], v=v_u[:, s:e], lr=lr_u[:, s:e],
+                    k=k_u[:, s:e],
+                    v=v_u[:, s:e],
+                    lr=lr_u[:, s:e],
                     momentum=None if mom_u is None else mom_u[:, s:e],
                     mask=None if mask_u is None else mask_u[:, s:e],
                 )
@@ -193,11 +196,16 @@ def lact_swiglu(
         o = o * mask[:, :, None, None].to(o.dtype)
     unflat = lambda w: w.reshape(B, H, *w.shape[1:])
     new_state = FastWeightState(
-        w0=unflat(W[0]), w1=unflat(W[1]), w2=unflat(W[2]),
-        w0_norm=state.w0_norm, w1_norm=state.w1_norm, w2_norm=state.w2_norm,
+        w0=unflat(W[0]),
+        w1=unflat(W[1]),
+        w2=unflat(W[2]),
+        w0_norm=state.w0_norm,
+        w1_norm=state.w1_norm,
+        w2_norm=state.w2_norm,
         m0=None if M[0] is None else unflat(M[0]),
         m1=None if M[1] is None else unflat(M[1]),
         m2=None if M[2] is None else unflat(M[2]),
-        pending=new_pending, seen=state.seen + T,
+        pending=new_pending,
+        seen=state.seen + T,
     )
     return o, new_state

@@ -122,8 +122,11 @@ def lact_swiglu_reference(
                 update(s, e)
             else:
                 new_pending = PendingChunk(
-                    k=k_u[:, s:e], v=v_u[:, s:e], lr=lr_u[:, s:e],
-                    momentum=None if mom_u is None else mom_u[:, s:e], mask=mask_u[:, s:e],
+                    k=k_u[:, s:e],
+                    v=v_u[:, s:e],
+                    lr=lr_u[:, s:e],
+                    momentum=None if mom_u is None else mom_u[:, s:e],
+                    mask=mask_u[:, s:e],
                 )
         elif order == "update_apply":
             update(s, e)
@@ -134,9 +137,16 @@ def lact_swiglu_reference(
         read(0, n_p + T)
 
     new_state = FastWeightState(
-        w0=W[0], w1=W[1], w2=W[2],
-        w0_norm=norms[0], w1_norm=norms[1], w2_norm=norms[2],
-        m0=M[0], m1=M[1], m2=M[2],
-        pending=new_pending, seen=state.seen + T,
+        w0=W[0],
+        w1=W[1],
+        w2=W[2],
+        w0_norm=norms[0],
+        w1_norm=norms[1],
+        w2_norm=norms[2],
+        m0=M[0],
+        m1=M[1],
+        m2=M[2],
+        pending=new_pending,
+        seen=state.seen + T,
     )
     return out, new_state

@@ -103,8 +103,7 @@ class FastWeightState:
             )
         if w1.shape != (B, H, D, Dh):
             raise ValueError(
-                f"FastWeightState.from_weights: w1 must be [B, H, D, Dh] = {(B, H, D, Dh)}, "
-                f"got {tuple(w1.shape)}"
+                f"FastWeightState.from_weights: w1 must be [B, H, D, Dh] = {(B, H, D, Dh)}, got {tuple(w1.shape)}"
             )
         dtype = torch.promote_types(w0.dtype, torch.float32)
         w0, w1, w2 = (w.to(dtype) for w in (w0, w1, w2))

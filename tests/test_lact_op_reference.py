@@ -21,8 +21,17 @@ CASES = list(itertools.product(ORDERS, [0, 5], [False, True], [False, True], [Fa
 
 def _run(fn, x, chunk_size, order, muon, wn, use_mom, mask):
     return fn(
-        x["q"], x["k"], x["v"], x["lr"], x["state"], chunk_size=chunk_size, order=order,
-        muon_steps=muon, weight_norm=wn, momentum=x["momentum"] if use_mom else None, mask=mask,
+        x["q"],
+        x["k"],
+        x["v"],
+        x["lr"],
+        x["state"],
+        chunk_size=chunk_size,
+        order=order,
+        muon_steps=muon,
+        weight_norm=wn,
+        momentum=x["momentum"] if use_mom else None,
+        mask=mask,
     )
 
 
@@ -59,7 +68,8 @@ def test_update_is_the_negative_weighted_gradient_of_the_dot_product_loss():
     for i in range(3):
         Wg = [w.detach().clone().requires_grad_(True) for w in W]
         out = torch.einsum(
-            "hdf,htf->htd", Wg[1],
+            "hdf,htf->htd",
+            Wg[1],
             torch.nn.functional.silu(torch.einsum("hfd,htd->htf", Wg[0], k)) * torch.einsum("hfd,htd->htf", Wg[2], k),
         )
         loss = -(lr[..., i] * (out * v).sum(-1)).sum()
@@ -93,8 +103,9 @@ def test_masked_chunk_changes_nothing():
     mask = torch.ones(2, 32, dtype=torch.bool)
     mask[1] = False  # example 1 is all padding
     for order in ORDERS:
-        o, s = lact_swiglu(x["q"], x["k"], x["v"], x["lr"], x["state"], chunk_size=8, order=order,
-                           momentum=x["momentum"], mask=mask)
+        o, s = lact_swiglu(
+            x["q"], x["k"], x["v"], x["lr"], x["state"], chunk_size=8, order=order, momentum=x["momentum"], mask=mask
+        )
         torch.testing.assert_close(s.w0[1], x["state"].w0[1])
         torch.testing.assert_close(s.w1[1], x["state"].w1[1])
         assert torch.count_nonzero(s.m0[1]) == 0

@@ -11,8 +11,14 @@ def _call(x, sl, state, **kw):
     mom = kw.pop("momentum", None)
     mask = kw.pop("mask", None)
     return lact_swiglu(
-        x["q"][:, sl], x["k"][:, sl], x["v"][:, sl], x["lr"][:, sl], state,
-        momentum=None if mom is None else mom[:, sl], mask=None if mask is None else mask[:, sl], **kw,
+        x["q"][:, sl],
+        x["k"][:, sl],
+        x["v"][:, sl],
+        x["lr"][:, sl],
+        state,
+        momentum=None if mom is None else mom[:, sl],
+        mask=None if mask is None else mask[:, sl],
+        **kw,
     )
 
 
@@ -75,8 +81,12 @@ def test_apply_update_is_block_causal(j):
 
 def test_hazard_apply_update_never_adapts_within_one_chunk():
     x = make_inputs(T=16)
-    fresh = lambda o: torch.testing.assert_close(o, lact_swiglu(
-        x["q"], x["k"], x["v"], torch.zeros_like(x["lr"]), x["state"], chunk_size=16, order="apply_update")[0])
+    fresh = lambda o: torch.testing.assert_close(
+        o,
+        lact_swiglu(x["q"], x["k"], x["v"], torch.zeros_like(x["lr"]), x["state"], chunk_size=16, order="apply_update")[
+            0
+        ],
+    )
     o_au, _ = _call(x, slice(0, 16), x["state"], chunk_size=16, order="apply_update")
     fresh(o_au)  # read with the initial weights only
     o_ua, _ = _call(x, slice(0, 16), x["state"], chunk_size=16, order="update_apply")
@@ -116,8 +126,9 @@ def test_gradcheck_float64(order, muon):
 def test_65536_tokens_finite_and_bounded(autocast):
     x = make_inputs(B=1, T=65536, H=2, D=32, Dh=32, dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        o, s = lact_swiglu(x["q"], x["k"], x["v"], x["lr"], x["state"], chunk_size=2048,
-                           order="apply_update", momentum=x["momentum"])
+        o, s = lact_swiglu(
+            x["q"], x["k"], x["v"], x["lr"], x["state"], chunk_size=2048, order="apply_update", momentum=x["momentum"]
+        )
     assert o.shape == (1, 65536, 2, 32)
     assert torch.isfinite(o).all()
     assert s.w0.dtype == torch.float32
@@ -176,8 +187,18 @@ BAD = [
 @pytest.mark.parametrize("override,message", BAD)
 def test_bad_inputs_raise_clear_value_errors(override, message):
     x = make_inputs(T=5, D=8, dtype=torch.float32)
-    args = dict(q=x["q"], k=x["k"], v=x["v"], lr=x["lr"], state=x["state"], chunk_size=4,
-                order="apply_update", muon_steps=5, momentum=None, mask=None)
+    args = dict(
+        q=x["q"],
+        k=x["k"],
+        v=x["v"],
+        lr=x["lr"],
+        state=x["state"],
+        chunk_size=4,
+        order="apply_update",
+        muon_steps=5,
+        momentum=None,
+        mask=None,
+    )
     args.update(override)
     with pytest.raises(ValueError, match=message):
         lact_swiglu(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("lr"), args.pop("state"), **args)

@@ -1,0 +1,148 @@
+"""Token mixers: LaCT fast weights + sliding-window attention (one shared qkv), or attention alone."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .cache_lact_audio import LaCTLayerCache
+from .configuration_lact_audio import LaCTAudioConfig
+from .lact_ops import FastWeightState, lact_swiglu
+from .layers_lact_audio import LaCTRMSNorm, apply_rotary, attention_allowed, eager_attention, rotary_cos_sin
+
+
+def inverse_softplus(x: float) -> float:
+    """``y`` with ``softplus(y) == x`` (x > 0)."""
+    return x + math.log(-math.expm1(-x))
+
+
+class LaCTAudioMixer(nn.Module):
+    """One block's token mixer.
+
+    ``mixer="lact"``: ``o_proj(lact(x) + attention(x))`` where both branches read one qkv projection.
+    LaCT branch: SiLU then per-head L2 norm on q and k, SiLU on v, per-token rates
+    ``softplus(linear(x) + inverse_softplus(base_lr))`` in float32, optional momentum
+    ``sigmoid(linear(x))``, learned initial fast weights per head, per-head RMSNorm on the output
+    times a SiLU gate. Attention branch: RoPE, window and pattern from the config, through
+    ``ALL_ATTENTION_FUNCTIONS`` (SDPA on CPU).
+    ``mixer="attention"`` / ``"sliding_window"``: the attention branch alone (baselines).
+
+    forward: ``x [B, T, hidden]``, ``positions [T]`` (absolute frame indices), ``frame_mask [B, T]``
+    bool or None, ``layer_cache`` or None -> ``(out [B, T, hidden], new layer_cache or None)``.
+    """
+
+    def __init__(self, config: LaCTAudioConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.attention_head_dim
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = config.attention_pattern == "causal"
+        self.window = None if config.mixer == "attention" else config.window_size
+        self.qkv_proj = nn.Linear(d, 3 * d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.use_lact = config.mixer == "lact"
+        if self.use_lact:
+            H, D, Dh = config.num_lact_heads, config.lact_head_dim, config.lact_hidden_dim
+            self.lact_heads, self.lact_dim = H, D
+            self.lr_proj = nn.Linear(d, 3 * H)
+            self.lr_offset = inverse_softplus(config.base_lr)
+            self.momentum_proj = nn.Linear(d, H) if config.use_momentum else None
+            self.w0 = nn.Parameter(torch.randn(H, Dh, D) / math.sqrt(D))
+            self.w1 = nn.Parameter(torch.randn(H, D, Dh) / math.sqrt(Dh))
+            self.w2 = nn.Parameter(torch.randn(H, Dh, D) / math.sqrt(D))
+            self.lact_norm = LaCTRMSNorm(D, eps=config.rms_norm_eps)
+            self.gate_proj = nn.Linear(d, d, bias=False)
+
+    def initial_state(self, batch_size: int) -> FastWeightState:
+        """The learned initial fast weights, broadcast over the batch."""
+        expand = lambda w: w[None].expand(batch_size, *w.shape)
+        return FastWeightState.from_weights(expand(self.w0), expand(self.w1), expand(self.w2))
+
+    def _lact(self, x, q, k, v, frame_mask, state):
+        B, T, _ = x.shape
+        H, D = self.lact_heads, self.lact_dim
+        lq = F.normalize(F.silu(q).view(B, T, H, D), dim=-1)
+        lk = F.normalize(F.silu(k).view(B, T, H, D), dim=-1)
+        lv = F.silu(v).view(B, T, H, D)
+        lr = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(B, T, H, 3)
+        momentum = None
+        if self.momentum_proj is not None:
+            # sigmoid saturates to exactly 1.0 in float32; the op requires beta < 1
+            momentum = torch.sigmoid(self.momentum_proj(x).float()).clamp(max=0.999)
+        if state is None:
+            state = self.initial_state(B)
+        o, state = lact_swiglu(
+            lq,
+            lk,
+            lv,
+            lr,
+            state,
+            chunk_size=self.config.lact_chunk_size,
+            order=self.config.lact_order,
+            muon_steps=self.config.muon_steps,
+            weight_norm=self.config.weight_norm,
+            momentum=momentum,
+            mask=frame_mask,
+        )
+        o = self.lact_norm(o).reshape(B, T, H * D).to(x.dtype)
+        return o * F.silu(self.gate_proj(x)), state
+
+    def _attention(self, q, k, v, positions, frame_mask, layer_cache):
+        B, T, _ = q.shape
+        shape = (B, T, self.num_heads, self.head_dim)
+        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))  # [B, H, T, Dh]
+        cos, sin = rotary_cos_sin(positions, self.head_dim, self.config.rope_theta, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        key_mask = frame_mask if frame_mask is not None else torch.ones(B, T, dtype=torch.bool, device=q.device)
+        k_pos = positions
+        if layer_cache is not None and layer_cache.keys is not None:
+            n = layer_cache.keys.shape[2]
+            k = torch.cat([layer_cache.keys.to(k.dtype), k], dim=2)
+            v = torch.cat([layer_cache.values.to(v.dtype), v], dim=2)
+            key_mask = torch.cat([layer_cache.key_mask, key_mask], dim=1)
+            k_pos = torch.cat([positions[0] - n + torch.arange(n, device=q.device), positions])
+        allowed = attention_allowed(
+            positions, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
+        )
+        mask = allowed[None, None] & key_mask[:, None, None, :]  # [B, 1, T, Tk]
+        # A padded query may see no key at all; letting it see itself keeps SDPA finite (its output is ignored).
+        diag = (k_pos[None, :] == positions[:, None])[None, None]  # [1, 1, T, Tk]
+        query_pad = ~key_mask[:, key_mask.shape[1] - T :]  # [B, T]
+        mask = mask | (diag & query_pad[:, None, :, None])
+        impl = self.config._attn_implementation or "sdpa"
+        # Masks here are explicit [B, 1, T, Tk] booleans (windows, chunks, padding): SDPA or eager.
+        attn_fn = ALL_ATTENTION_FUNCTIONS["sdpa"] if impl == "sdpa" else eager_attention
+        out, _ = attn_fn(
+            self,
+            q,
+            k,
+            v,
+            mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        new_cache = None
+        if layer_cache is not None:
+            keep = k.shape[2] if self.window is None else min(self.window, k.shape[2])
+            new_cache = LaCTLayerCache(
+                keys=k[:, :, k.shape[2] - keep :],
+                values=v[:, :, v.shape[2] - keep :],
+                key_mask=key_mask[:, key_mask.shape[1] - keep :],
+            )
+        return out.reshape(B, T, -1), new_cache
+
+    def forward(self, x, positions, frame_mask=None, layer_cache: LaCTLayerCache | None = None):
+        q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
+        out, new_cache = self._attention(q, k, v, positions, frame_mask, layer_cache)
+        if self.use_lact:
+            lact_out, fast = self._lact(x, q, k, v, frame_mask, None if layer_cache is None else layer_cache.fast)
+            out = out + lact_out
+            if new_cache is not None:
+                new_cache.fast = fast
+        return self.o_proj(out), new_cache

@@ -1,0 +1,111 @@
+"""Named model sizes: ``tiny`` (CPU tests), ``small`` (CPU training), ``base`` and ``large`` (A40, bf16).
+
+``python -m modeling_lact_audio.presets`` prints each preset's parameter count and its estimated
+training memory per 1,000 frames (bf16 activations, gradient checkpointing, AdamW in fp32).
+"""
+
+import argparse
+
+import torch
+
+from .configuration_lact_audio import LaCTAudioConfig
+from .modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
+
+_SIZES = {
+    # hidden, layers, attention heads, LaCT heads, MLP width, LaCT chunk (frames), window (frames)
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_lact_heads=2,
+        intermediate_size=128,
+        lact_chunk_size=16,
+        window_size=8,
+    ),
+    "small": dict(
+        hidden_size=256,
+        num_hidden_layers=10,
+        num_attention_heads=4,
+        num_lact_heads=2,
+        intermediate_size=768,
+        lact_chunk_size=64,
+        window_size=32,
+    ),
+    "base": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_lact_heads=4,
+        intermediate_size=2048,
+        lact_chunk_size=512,
+        window_size=128,
+    ),
+    "large": dict(
+        hidden_size=1536,
+        num_hidden_layers=32,
+        num_attention_heads=16,
+        num_lact_heads=8,
+        intermediate_size=4096,
+        lact_chunk_size=2048,
+        window_size=512,
+    ),
+}
+PRESETS = tuple(_SIZES)
+
+
+def preset_config(name: str, task: str = "ctc", **overrides) -> LaCTAudioConfig:
+    """The config of preset ``name`` for ``task``.
+
+    ``task="ctc"``: log-mel front end, streaming orders (``update_apply`` + ``block_causal``);
+    ``task="lm"``: audio tokens, ``apply_update`` + ``causal``. ``overrides`` replace any field.
+    """
+    if name not in _SIZES:
+        raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
+    if task not in ("ctc", "lm"):
+        raise ValueError(f"task must be 'ctc' or 'lm', got {task!r}")
+    fields = dict(_SIZES[name])
+    if task == "ctc":
+        fields.update(frontend="log_mel", num_mel_bins=80, lact_order="update_apply", attention_pattern="block_causal")
+    else:
+        fields.update(
+            frontend="tokens", lact_order="apply_update", attention_pattern="causal", num_codebooks=4, codebook_size=256
+        )
+    fields.update(overrides)
+    return LaCTAudioConfig(**fields)
+
+
+def training_memory_per_1k_frames(config: LaCTAudioConfig, num_params: int) -> dict:
+    """Estimated training memory in GiB: ``states`` (fp32 weights, grads, AdamW moments: 16 bytes a
+    parameter) and ``activations_per_1k_frames`` with gradient checkpointing in bf16: each block keeps
+    its input (2·hidden bytes a frame) and one block at a time is recomputed (about 34·hidden +
+    6·intermediate bytes a frame, plus the LaCT chunk's fast-weight intermediates, 20·Dh bytes a head)."""
+    d, L = config.hidden_size, config.num_hidden_layers
+    per_frame_kept = 2 * d * L
+    per_frame_block = 34 * d + 6 * config.intermediate_size
+    if config.mixer == "lact":
+        per_frame_block += 20 * config.lact_hidden_dim * config.num_lact_heads
+    gib = 1024**3
+    return {
+        "states_gib": 16 * num_params / gib,
+        "activations_per_1k_frames_gib": 1000 * (per_frame_kept + per_frame_block) / gib,
+    }
+
+
+def main(argv=None) -> None:
+    """Print every preset's parameter count and memory estimate."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=("ctc", "lm"), default="ctc")
+    args = parser.parse_args(argv)
+    cls = LaCTAudioForCTC if args.task == "ctc" else LaCTAudioForCausalLM
+    print(f"| preset ({args.task}) | parameters | weights+grads+AdamW (GiB) | activations / 1k frames (GiB) |")
+    print("|---|---|---|---|")
+    for name in PRESETS:
+        config = preset_config(name, args.task)
+        with torch.device("meta"):
+            n = count_parameters(cls(config))
+        mem = training_memory_per_1k_frames(config, n)
+        print(f"| {name} | {n / 1e6:.2f}M | {mem['states_gib']:.2f} | {mem['activations_per_1k_frames_gib']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

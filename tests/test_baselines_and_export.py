@@ -1,0 +1,135 @@
+"""Baselines match the LaCT parameter budget; a saved model loads with trust_remote_code without the package."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from model_testers import LaCTAudioModelTester
+
+from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
+from modeling_lact_audio.baselines import (
+    BaselineASRTransformer,
+    BaselineAudioTransformer,
+    build_wav2vec2_for_ctc,
+    build_whisper,
+)
+from modeling_lact_audio.presets import PRESETS, preset_config
+
+ROOT = Path(__file__).resolve().parent.parent
+tester = LaCTAudioModelTester()
+
+
+@pytest.mark.parametrize("mixer", ["attention", "sliding_window"])
+def test_baseline_asr_transformer_matches_budget_and_runs(mixer):
+    config = preset_config("tiny", "ctc")
+    target = count_parameters(LaCTAudioForCTC(config))
+    model = BaselineASRTransformer.from_lact_config(config, mixer=mixer).eval()
+    assert model.config.mixer == mixer
+    assert abs(count_parameters(model) / target - 1) < 0.10
+    x = torch.randn(2, 50, 80)
+    out = model(input_features=x, labels=torch.tensor([[1, 2], [3, -100]]))
+    assert out.logits.shape == (2, 13, config.vocab_size) and torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="from_lact_config"):
+        BaselineASRTransformer(config)
+
+
+def test_baseline_audio_transformer_matches_budget_and_generates():
+    config = tester.lm_config()
+    target = count_parameters(LaCTAudioForCausalLM(config))
+    model = BaselineAudioTransformer.from_lact_config(config).eval()
+    assert abs(count_parameters(model) / target - 1) < 0.10
+    out = model.generate(input_ids=torch.randint(0, 13, (4, 5)), max_new_tokens=4, do_sample=False)
+    assert out.shape == (4, 9)
+
+
+def test_wav2vec2_and_whisper_factories_match_budget_and_run():
+    config = preset_config("tiny", "ctc", vocab_size=12)
+    target = count_parameters(LaCTAudioForCTC(config))
+    w2v = build_wav2vec2_for_ctc(config).eval()
+    assert abs(count_parameters(w2v) / target - 1) < 0.10
+    out = w2v(input_values=torch.randn(2, 8000), labels=torch.tensor([[1, 2], [3, -100]]))
+    assert out.logits.shape[-1] == 12 and torch.isfinite(out.loss)
+    whisper = build_whisper(config, max_source_positions=100).eval()
+    assert abs(count_parameters(whisper) / target - 1) < 0.10
+    out = whisper(input_features=torch.randn(2, 80, 200), labels=torch.tensor([[1, 2, 13], [3, 13, -100]]))
+    assert torch.isfinite(out.loss)
+
+
+def test_presets_sizes():
+    sizes = {}
+    for name in PRESETS:
+        with torch.device("meta"):
+            sizes[name] = count_parameters(LaCTAudioForCTC(preset_config(name, "ctc")))
+    assert sizes["tiny"] < 1e6
+    assert 8e6 < sizes["small"] < 12e6
+    assert 80e6 < sizes["base"] < 120e6
+    assert 0.8e9 < sizes["large"] < 1.2e9
+    out = subprocess.run(
+        [sys.executable, "-m", "modeling_lact_audio.presets"], capture_output=True, text=True, check=True
+    )
+    assert "| large |" in out.stdout
+
+
+def test_kernel_bundle_is_up_to_date():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run_scripts" / "bundle_kernels.py"), "--check"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+
+
+REMOTE_SCRIPT = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class BlockPackage(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_lact_audio" or name.startswith("modeling_lact_audio."):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, BlockPackage())
+    import torch
+    from transformers import AutoModelForCTC, AutoModelForCausalLM
+
+    folder, kind = sys.argv[1], sys.argv[2]
+    auto = AutoModelForCTC if kind == "ctc" else AutoModelForCausalLM
+    model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+    inputs = torch.load(folder + "/inputs.pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    torch.save(logits, folder + "/remote_logits.pt")
+    print(json.dumps({"class": type(model).__name__, "module": type(model).__module__,
+                      "package_imported": any(m.split(".")[0] == "modeling_lact_audio" for m in sys.modules)}))
+""")
+
+
+@pytest.mark.parametrize("kind", ["ctc", "lm"])
+def test_trust_remote_code_export_loads_without_the_package(tmp_path, kind):
+    torch.manual_seed(0)
+    if kind == "ctc":
+        model, inputs = LaCTAudioForCTC(tester.ctc_config()).eval(), {"input_features": tester.features(T=24)[0]}
+    else:
+        model, inputs = LaCTAudioForCausalLM(tester.lm_config()).eval(), {"input_ids": torch.randint(0, 13, (4, 9))}
+    with torch.no_grad():
+        ref = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "auto_map" in config
+    assert (tmp_path / "lact_kernels.py").exists() and (tmp_path / "modeling_lact_audio.py").exists()
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), kind],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_MODULES_CACHE": str(tmp_path / "modules")},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not info["package_imported"] and info["module"].startswith("transformers_modules")
+    torch.testing.assert_close(torch.load(tmp_path / "remote_logits.pt"), ref, rtol=1e-5, atol=1e-6)
