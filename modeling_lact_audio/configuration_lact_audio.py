@@ -29,6 +29,8 @@ class LaCTAudioConfig(PretrainedConfig):
             ``"waveform"`` (``input_values [B, L]``, wav2vec2-style conv encoder) or ``"tokens"``
             (audio-token LM: ``input_ids``).
         conv_channels, conv_kernel_sizes, conv_strides: the conv stack of either audio front end.
+        feature_hop_length: samples between log-mel frames (the feature extractor's ``hop_length``);
+            with the strides it gives ``inputs_to_logits_ratio`` (samples per output frame).
     Heads:
         vocab_size: CTC vocabulary (index ``pad_token_id`` is the CTC blank).
         num_codebooks, codebook_size: audio-token LM (one embedding table and one head per codebook).
@@ -60,6 +62,7 @@ class LaCTAudioConfig(PretrainedConfig):
         base_lr: float = 0.01,
         frontend: str = "log_mel",
         num_mel_bins: int = 80,
+        feature_hop_length: int = 160,
         conv_channels: list | None = None,
         conv_kernel_sizes: list | None = None,
         conv_strides: list | None = None,
@@ -98,6 +101,7 @@ class LaCTAudioConfig(PretrainedConfig):
         self.base_lr = base_lr
         self.frontend = frontend
         self.num_mel_bins = num_mel_bins
+        self.feature_hop_length = feature_hop_length
         if frontend == "waveform":
             default_channels, default_kernels, default_strides = [256] * 5, [10, 3, 3, 3, 2], [5, 2, 2, 2, 2]
         else:
@@ -141,6 +145,11 @@ class LaCTAudioConfig(PretrainedConfig):
         for s in self.conv_strides:
             total *= s
         return total if self.frontend != "tokens" else 1
+
+    @property
+    def inputs_to_logits_ratio(self) -> int:
+        """Audio samples per output frame (the ASR pipeline aligns chunked inference with it)."""
+        return self.total_stride * (1 if self.frontend == "waveform" else self.feature_hop_length)
 
     def validate_lact(self) -> None:
         """Raise ``ValueError`` naming the field when an option or a combination of options is invalid."""

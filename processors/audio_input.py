@@ -104,7 +104,10 @@ def to_mono_float(wave, where: str = "audio") -> torch.Tensor:
         raise ValueError(f"{where}: the audio is empty.")
     if not np.isfinite(array).all():
         raise ValueError(f"{where}: the audio contains NaN or Inf values (or overflows float32).")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not array.flags.writeable:  # torch cannot share read-only buffers (e.g. the ASR pipeline's)
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 def split_batch(raw_speech) -> tuple[list, bool]:
