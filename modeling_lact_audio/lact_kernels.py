@@ -320,27 +320,34 @@ def _from_bh(x: Tensor, B: int, H: int) -> Tensor:
     return x.reshape(B, H, *x.shape[1:]).transpose(1, 2)
 
 
-def _apply(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor) -> Tensor:
-    """Read: ``f_W(x)`` for x ``[BH, n, D]`` -> ``[BH, n, D]`` (6·n·D·Dh flops per head)."""
-    return torch.bmm(F.silu(torch.bmm(x, w0.mT)) * torch.bmm(x, w2.mT), w1.mT)
+def _apply(W: Tensor, x: Tensor) -> Tensor:
+    """Read: ``f_W(x)`` for x ``[BH, n, D]`` -> ``[BH, n, D]`` (6·n·D·Dh flops per head).
+
+    ``W [BH, 3·Dh, D]`` stacks ``w0``, ``w2`` and ``w1^T`` so that ``w0 x`` and ``w2 x`` are one GEMM.
+    """
+    Dh = W.shape[1] // 3
+    gh = torch.bmm(x, W[:, : 2 * Dh].mT)  # [BH, n, 2Dh]
+    return torch.bmm(F.silu(gh[..., :Dh]) * gh[..., Dh:], W[:, 2 * Dh :])
 
 
-def _gradients(w0, w1, w2, k, v, lr):
+def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
     """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>`` (12·C·D·Dh flops per head).
 
-    k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on padding). Returns dw0, dw1, dw2 shaped like the weights.
+    W: ``[BH, 3·Dh, D]`` (w0, w2, w1^T stacked); k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on
+    padding). Returns the update in the same stacked layout ``[BH, 3·Dh, D]``.
     """
-    g = torch.bmm(k, w0.mT)  # [BH, C, Dh]
-    h = torch.bmm(k, w2.mT)
-    dh = torch.bmm(v, w1)  # [BH, C, Dh]
+    Dh = W.shape[1] // 3
+    gh = torch.bmm(k, W[:, : 2 * Dh].mT)  # [BH, C, 2Dh]
+    g, h = gh[..., :Dh], gh[..., Dh:]
+    dh = torch.bmm(v, W[:, 2 * Dh :].mT)  # w1^T v: [BH, C, Dh]
     sig = torch.sigmoid(g)
     silu_g = g * sig
-    dw1 = torch.bmm((v * lr[..., 1:2]).mT, silu_g * h)  # [BH, D, Dh]
+    dw1t = torch.bmm((silu_g * h).mT, v * lr[..., 1:2])  # [BH, Dh, D]
     # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig)
     dsilu = sig + silu_g * (1 - sig)
-    dw0 = torch.bmm((dh * h * dsilu * lr[..., 0:1]).mT, k)  # [BH, Dh, D]
-    dw2 = torch.bmm((dh * silu_g * lr[..., 2:3]).mT, k)
-    return dw0, dw1, dw2
+    x = torch.cat([dh * h * dsilu * lr[..., 0:1], dh * silu_g * lr[..., 2:3]], dim=-1)  # [BH, C, 2Dh]
+    dw02 = torch.bmm(x.mT, k)  # [BH, 2Dh, D]: dw0 and dw2 in one GEMM
+    return torch.cat([dw02, dw1t], dim=1)
 
 
 def lact_swiglu(
@@ -434,16 +441,23 @@ def lact_swiglu(
         lrb = lrb * maskb[..., None]
     momb = None if mom_u is None else mom_u.transpose(1, 2).reshape(B * H, -1)  # [BH, T_u]
 
-    flat = lambda w: w.reshape(B * H, *w.shape[2:])
-    W = [flat(state.w0), flat(state.w1), flat(state.w2)]
-    norms = [flat(state.w0_norm), flat(state.w1_norm), flat(state.w2_norm)]
-    M = [None if m is None else flat(m) for m in (state.m0, state.m1, state.m2)]
+    Dh = state.hidden_dim
+
+    def stack(w0, w1, w2):  # [B, H, ...] x3 -> [BH, 3Dh, D] (w0; w2; w1^T)
+        return torch.cat([w0, w2, w1.mT], dim=2).reshape(B * H, 3 * Dh, D)
+
+    W = stack(state.w0, state.w1, state.w2)
+    norm02 = torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * Dh, 1)
+    norm1t = state.w1_norm.reshape(B * H, 1, D)  # w1's row norms are w1^T's column norms
+    M = None
     if momb is not None:
-        M = [torch.zeros_like(w) if m is None else m for w, m in zip(W, M)]
+        M = torch.zeros_like(W) if state.m0 is None else stack(state.m0, state.m1, state.m2)
+    if torch.is_autocast_enabled(q.device.type):
+        lrb = lrb.to(torch.get_autocast_dtype(q.device.type))  # keeps the GEMM operands in the autocast dtype
 
     def update(s: int, e: int) -> None:
         nonlocal W, M
-        dW = _gradients(W[0], W[1], W[2], kb[:, s:e], vb[:, s:e], lrb[:, s:e])
+        dW = _gradients(W, kb[:, s:e], vb[:, s:e], lrb[:, s:e])
         has = None
         if maskb is not None:
             count = maskb[:, s:e].sum(1)  # [BH]
@@ -454,23 +468,29 @@ def lact_swiglu(
                 beta = m_chunk.mean(1)
             else:
                 beta = (m_chunk * maskb[:, s:e]).sum(1) / count.clamp(min=1)
-            beta = beta[:, None, None]
-            new_M = [beta * m + d for m, d in zip(M, dW)]
+            new_M = beta[:, None, None] * M + dW
             dW = new_M
-            M = new_M if has is None else [torch.where(has, nm, m) for nm, m in zip(new_M, M)]
+            M = new_M if has is None else torch.where(has, new_M, M)
         if muon_steps > 0:
-            dW = [newton_schulz(d, muon_steps) for d in dW]
-        new_W = [w + d for w, d in zip(W, dW)]
+            dW = newton_schulz(dW.reshape(B * H * 3, Dh, D), muon_steps).reshape(B * H, 3 * Dh, D)
+        new_W = W + dW
         if weight_norm:
-            new_W = [w * (n0 / (w.norm(dim=-1, keepdim=True) + 1e-5)) for w, n0 in zip(new_W, norms)]
-        W = new_W if has is None else [torch.where(has, nw, w) for nw, w in zip(new_W, W)]
+            w02, w1t = new_W[:, : 2 * Dh], new_W[:, 2 * Dh :]
+            new_W = torch.cat(
+                [
+                    w02 * (norm02 / (w02.norm(dim=-1, keepdim=True) + 1e-5)),
+                    w1t * (norm1t / (w1t.norm(dim=-2, keepdim=True) + 1e-5)),
+                ],
+                dim=1,
+            )
+        W = new_W if has is None else torch.where(has, new_W, W)
 
     outs = []
     new_pending = None
     for s, e, full in chunk_spans(state.seen - n_p, n_p + T, chunk_size):
         if order == "apply_update":
             r = max(s, n_p)
-            outs.append(_apply(W[0], W[1], W[2], qb[:, r - n_p : e - n_p]))
+            outs.append(_apply(W, qb[:, r - n_p : e - n_p]))
             if full:
                 update(s, e)
             else:
@@ -483,26 +503,32 @@ def lact_swiglu(
                 )
         elif order == "update_apply":
             update(s, e)
-            outs.append(_apply(W[0], W[1], W[2], qb[:, s:e]))
+            outs.append(_apply(W, qb[:, s:e]))
         else:
             update(s, e)
     if order == "bidirectional":
-        outs.append(_apply(W[0], W[1], W[2], qb))
+        outs.append(_apply(W, qb))
 
     o = _from_bh(torch.cat(outs, 1) if len(outs) > 1 else outs[0], B, H)  # [B, T, H, D]
     if mask is not None:
         o = o * mask[:, :, None, None].to(o.dtype)
-    unflat = lambda w: w.reshape(B, H, *w.shape[1:])
+
+    def unstack(w):  # [BH, 3Dh, D] -> w0, w1, w2 as [B, H, ...] views
+        w = w.reshape(B, H, 3 * Dh, D)
+        return w[:, :, :Dh], w[:, :, 2 * Dh :].mT, w[:, :, Dh : 2 * Dh]
+
+    w0, w1, w2 = unstack(W)
+    m0, m1, m2 = (None, None, None) if M is None else unstack(M)
     new_state = FastWeightState(
-        w0=unflat(W[0]),
-        w1=unflat(W[1]),
-        w2=unflat(W[2]),
+        w0=w0,
+        w1=w1,
+        w2=w2,
         w0_norm=state.w0_norm,
         w1_norm=state.w1_norm,
         w2_norm=state.w2_norm,
-        m0=None if M[0] is None else unflat(M[0]),
-        m1=None if M[1] is None else unflat(M[1]),
-        m2=None if M[2] is None else unflat(M[2]),
+        m0=m0,
+        m1=m1,
+        m2=m2,
         pending=new_pending,
         seen=state.seen + T,
     )

@@ -64,7 +64,8 @@ def test_update_is_the_negative_weighted_gradient_of_the_dot_product_loss():
     k = x["k"][0].transpose(0, 1)  # [H, T, D]
     v = x["v"][0].transpose(0, 1)
     lr = x["lr"][0].transpose(0, 1)  # [H, T, 3]
-    got = _gradients(*W, k, v, lr)
+    stacked = _gradients(torch.cat([W[0], W[2], W[1].mT], dim=1), k, v, lr)  # rows: w0, w2, w1^T
+    got = [stacked[:, :7], stacked[:, 14:].mT, stacked[:, 7:14]]
     for i in range(3):
         Wg = [w.detach().clone().requires_grad_(True) for w in W]
         out = torch.einsum(
