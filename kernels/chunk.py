@@ -11,17 +11,6 @@ from .state import FastWeightState, PendingChunk
 from .validation import check_lact_inputs, chunk_spans
 
 
-def _to_bh(x: Tensor) -> Tensor:
-    """``[B, T, H, *F]`` -> ``[B*H, T, *F]``."""
-    B, T, H = x.shape[:3]
-    return x.transpose(1, 2).reshape(B * H, T, *x.shape[3:])
-
-
-def _from_bh(x: Tensor, B: int, H: int) -> Tensor:
-    """``[B*H, T, *F]`` -> ``[B, T, H, *F]``."""
-    return x.reshape(B, H, *x.shape[1:]).transpose(1, 2)
-
-
 def _apply(W: Tensor, x: Tensor) -> Tensor:
     """Read: ``f_W(x)`` for x ``[BH, n, D]`` -> ``[BH, n, D]`` (6·n·D·Dh flops per head).
 
@@ -127,21 +116,31 @@ def lact_swiglu(
             pend = PendingChunk(
                 pend.k, pend.v, pend.lr, pend.momentum, torch.ones(B, n_p, dtype=torch.bool, device=q.device)
             )
-        cat = lambda a, b: torch.cat([a.to(b.dtype), b], 1)
-        k_u, v_u, lr_u = cat(pend.k, k), cat(pend.v, v), cat(pend.lr, lr)
-        mom_u = None if momentum is None else cat(pend.momentum, momentum)
-        mask_u = None if mask is None else torch.cat([pend.mask, mask], 1)
-    else:
-        k_u, v_u, lr_u, mom_u, mask_u = k, v, lr, momentum, mask
+    if mask is not None:
+        lr = lr * mask[:, :, None, None]  # padded tokens learn nothing
+    autocast = torch.is_autocast_enabled(q.device.type)
+    lr_dtype = torch.get_autocast_dtype(q.device.type) if autocast else lr.dtype
 
-    # [B*H, T, D] layout: every matmul below is one batched GEMM over all (example, head) pairs.
-    qb, kb, vb = _to_bh(q), _to_bh(k_u), _to_bh(v_u)
-    lrb = _to_bh(lr_u)  # [BH, T_u, 3]
-    maskb = None
-    if mask_u is not None:
-        maskb = mask_u[:, None, :].expand(B, H, -1).reshape(B * H, -1)  # [BH, T_u]
-        lrb = lrb * maskb[..., None]
-    momb = None if mom_u is None else mom_u.transpose(1, 2).reshape(B * H, -1)  # [BH, T_u]
+    def stream(name: str, s: int, e: int):
+        """Tokens ``[s, e)`` of the update stream (pending tokens, then this call's), ``[B, e - s, ...]``.
+
+        Only one chunk is gathered at a time: whole-sequence copies of q, k, v would cost a large
+        allocation (and page faults) per call for no gain.
+        """
+        new = {"k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}[name]
+        old = None if pend is None else getattr(pend, name)
+        if new is None:
+            return None
+        if s >= n_p:
+            return new[:, s - n_p : e - n_p]
+        if name == "lr" and pend.mask is not None:
+            old = old * pend.mask[:, :, None, None]
+        if e <= n_p:
+            return old[:, s:e]
+        return torch.cat([old[:, s:].to(new.dtype), new[:, : e - n_p]], 1)
+
+    def to_bh(x):  # [B, n, H, *F] -> [BH, n, *F]: one batched GEMM over every (example, head)
+        return x.transpose(1, 2).reshape(B * H, x.shape[1], *x.shape[3:])
 
     Dh = state.hidden_dim
 
@@ -152,24 +151,21 @@ def lact_swiglu(
     norm02 = torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * Dh, 1)
     norm1t = state.w1_norm.reshape(B * H, 1, D)  # w1's row norms are w1^T's column norms
     M = None
-    if momb is not None:
+    if momentum is not None:
         M = torch.zeros_like(W) if state.m0 is None else stack(state.m0, state.m1, state.m2)
-    if torch.is_autocast_enabled(q.device.type):
-        lrb = lrb.to(torch.get_autocast_dtype(q.device.type))  # keeps the GEMM operands in the autocast dtype
 
     def update(s: int, e: int) -> None:
         nonlocal W, M
-        dW = _gradients(W, kb[:, s:e], vb[:, s:e], lrb[:, s:e])
-        has = None
-        if maskb is not None:
-            count = maskb[:, s:e].sum(1)  # [BH]
+        dW = _gradients(W, to_bh(stream("k", s, e)), to_bh(stream("v", s, e)), to_bh(stream("lr", s, e).to(lr_dtype)))
+        has = count = None
+        mask_c = stream("mask", s, e)
+        if mask_c is not None:
+            mask_c = mask_c[:, None, :].expand(B, H, -1).reshape(B * H, -1)  # [BH, C]
+            count = mask_c.sum(1)
             has = (count > 0)[:, None, None]
-        if momb is not None:
-            m_chunk = momb[:, s:e]
-            if maskb is None:
-                beta = m_chunk.mean(1)
-            else:
-                beta = (m_chunk * maskb[:, s:e]).sum(1) / count.clamp(min=1)
+        if momentum is not None:
+            m_chunk = to_bh(stream("momentum", s, e))  # [BH, C]
+            beta = m_chunk.mean(1) if mask_c is None else (m_chunk * mask_c).sum(1) / count.clamp(min=1)
             new_M = beta[:, None, None] * M + dW
             dW = new_M
             M = new_M if has is None else torch.where(has, new_M, M)
@@ -188,32 +184,34 @@ def lact_swiglu(
         W = new_W if has is None else torch.where(has, new_W, W)
 
     outs = []
+
+    def read(a: int, b: int) -> None:  # this call's tokens [a, b)
+        o = _apply(W, to_bh(q[:, a:b]))
+        o = o.reshape(B, H, b - a, D).transpose(1, 2)  # [B, n, H, D]
+        outs.append(o if mask is None else o * mask[:, a:b, None, None].to(o.dtype))
+
     new_pending = None
-    for s, e, full in chunk_spans(state.seen - n_p, n_p + T, chunk_size):
+    spans = chunk_spans(state.seen - n_p, n_p + T, chunk_size)
+    for s, e, full in spans:
         if order == "apply_update":
-            r = max(s, n_p)
-            outs.append(_apply(W, qb[:, r - n_p : e - n_p]))
+            read(max(s, n_p) - n_p, e - n_p)
             if full:
                 update(s, e)
             else:
                 new_pending = PendingChunk(
-                    k=k_u[:, s:e],
-                    v=v_u[:, s:e],
-                    lr=lr_u[:, s:e],
-                    momentum=None if mom_u is None else mom_u[:, s:e],
-                    mask=None if mask_u is None else mask_u[:, s:e],
+                    **{name: stream(name, s, e) for name in ("k", "v", "momentum", "mask")},
+                    lr=torch.cat([pend.lr[:, s:], lr[:, : e - n_p]], 1) if s < n_p else lr[:, s - n_p : e - n_p],
                 )
         elif order == "update_apply":
             update(s, e)
-            outs.append(_apply(W, qb[:, s:e]))
+            read(s, e)
         else:
             update(s, e)
     if order == "bidirectional":
-        outs.append(_apply(W, qb))
+        for s, e, _ in spans:
+            read(s, e)
 
-    o = _from_bh(torch.cat(outs, 1) if len(outs) > 1 else outs[0], B, H)  # [B, T, H, D]
-    if mask is not None:
-        o = o * mask[:, :, None, None].to(o.dtype)
+    o = torch.cat(outs, 1) if len(outs) > 1 else outs[0].contiguous()  # [B, T, H, D]
 
     def unstack(w):  # [BH, 3Dh, D] -> w0, w1, w2 as [B, H, ...] views
         w = w.reshape(B, H, 3 * Dh, D)
