@@ -106,27 +106,34 @@ class LaCTAudioMixer(nn.Module):
             v = torch.cat([layer_cache.values.to(v.dtype), v], dim=2)
             key_mask = torch.cat([layer_cache.key_mask, key_mask], dim=1)
             k_pos = torch.cat([positions[0] - n + torch.arange(n, device=q.device), positions])
-        allowed = attention_allowed(
-            positions, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
-        )
-        mask = allowed[None, None] & key_mask[:, None, None, :]  # [B, 1, T, Tk]
-        # A padded query may see no key at all; letting it see itself keeps SDPA finite (its output is ignored).
-        diag = (k_pos[None, :] == positions[:, None])[None, None]  # [1, 1, T, Tk]
-        query_pad = ~key_mask[:, key_mask.shape[1] - T :]  # [B, T]
-        mask = mask | (diag & query_pad[:, None, :, None])
         impl = self.config._attn_implementation or "sdpa"
-        # Masks here are explicit [B, 1, T, Tk] booleans (windows, chunks, padding): SDPA or eager.
-        attn_fn = ALL_ATTENTION_FUNCTIONS["sdpa"] if impl == "sdpa" else eager_attention
-        out, _ = attn_fn(
-            self,
-            q,
-            k,
-            v,
-            mask,
-            dropout=self.config.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            is_causal=False,
-        )
+        dropout = self.config.attention_dropout if self.training else 0.0
+        if impl not in ("sdpa", "eager") and self.config.attention_pattern != "block_causal":
+            # Kernels with the flash-attention contract (flash_attention_2/3, ...): a [B, Tk] padding
+            # mask, causal alignment bottom-right, and a window of `sliding_window - 1` frames each side.
+            out, _ = ALL_ATTENTION_FUNCTIONS[impl](
+                self,
+                q,
+                k,
+                v,
+                None if frame_mask is None and key_mask.all() else key_mask.long(),
+                dropout=dropout,
+                scaling=self.scaling,
+                is_causal=self.is_causal,
+                sliding_window=None if self.window is None else self.window + 1,
+            )
+        else:
+            allowed = attention_allowed(
+                positions, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
+            )
+            mask = allowed[None, None] & key_mask[:, None, None, :]  # [B, 1, T, Tk]
+            # A padded query may see no key at all; letting it see itself keeps SDPA finite (its output is ignored).
+            diag = (k_pos[None, :] == positions[:, None])[None, None]  # [1, 1, T, Tk]
+            query_pad = ~key_mask[:, key_mask.shape[1] - T :]  # [B, T]
+            mask = mask | (diag & query_pad[:, None, :, None])
+            # Explicit [B, 1, T, Tk] boolean masks (windows, chunks, padding): SDPA or eager.
+            attn_fn = ALL_ATTENTION_FUNCTIONS["sdpa"] if impl == "sdpa" else eager_attention
+            out, _ = attn_fn(self, q, k, v, mask, dropout=dropout, scaling=self.scaling, is_causal=False)
         new_cache = None
         if layer_cache is not None:
             keep = k.shape[2] if self.window is None else min(self.window, k.shape[2])

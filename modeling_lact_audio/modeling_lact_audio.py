@@ -45,6 +45,8 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
     main_input_name = "input_features"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # flash-attn's windowed kernel serves the causal and bidirectional patterns; block_causal uses SDPA.
+    _supports_flash_attn = True
     _no_split_modules = ["LaCTAudioBlock"]
 
     def _init_weights(self, module):
