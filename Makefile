@@ -1,18 +1,22 @@
-# lact-audio: every target installs what it needs first (a fresh clone needs only python3 + make).
+# lact-audio: every target installs what it needs first (a fresh clone needs only python3 + make, as root for apt).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# Two cores here: keep torch from oversubscribing them when pytest runs.
-export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps test lint demo bench clean
+# Debian main packages: ffmpeg for torchcodec (datasets' Audio, torchaudio.load); voices, real speech,
+# noise and text for the corpus builder.
+SYSTEM_APT := ffmpeg
+CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
+	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
+
+.PHONY: install system-deps corpus-deps test lint demo bench corpus whisper-baseline clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +25,21 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -c "import modeling_lact_audio, modeling_lact_audio.kernels, torch, torchaudio, transformers"
 	touch $(STAMP)
 
-# torchcodec (datasets' Audio decoding, torchaudio.load) needs ffmpeg's libraries.
-system-deps:
-	@command -v ffmpeg >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
 
-install: system-deps $(STAMP)
+system-deps:
+	$(call apt_install,$(SYSTEM_APT))
+
+corpus-deps: system-deps
+	$(call apt_install,$(CORPUS_APT))
+
+install: system-deps corpus-deps $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -38,6 +52,12 @@ demo: install
 
 bench: install
 	$(PY) eval/bench_lact_op.py
+
+corpus: install
+	OMP_NUM_THREADS=1 $(PY) run_scripts/make_corpus.py --output data/corpus --workers 2
+
+whisper-baseline: install
+	$(PY) run_scripts/whisper_baseline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

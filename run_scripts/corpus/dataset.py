@@ -1,0 +1,94 @@
+"""Shards to a datasets.DatasetDict, and the statistics the data card reports."""
+
+import pickle
+from collections import defaultdict
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from .engines import SAMPLE_RATE
+
+FEATURES = datasets.Features(
+    {
+        "audio": datasets.Audio(sampling_rate=SAMPLE_RATE),
+        "uid": datasets.Value("string"),
+        "text": datasets.Value("string"),
+        "speaker": datasets.Value("string"),
+        "engine": datasets.Value("string"),
+        "accent": datasets.Value("string"),
+        "condition": datasets.Value("string"),
+        "snr_db": datasets.Value("float32"),
+        "snr_measured_db": datasets.Value("float32"),
+        "domain": datasets.Value("string"),
+        "session_id": datasets.Value("string"),
+        "utterance_index": datasets.Value("int32"),
+        "duration": datasets.Value("float64"),
+        "segment_starts": datasets.List(datasets.Value("float64")),
+        "segment_ends": datasets.List(datasets.Value("float64")),
+        "segment_texts": datasets.List(datasets.Value("string")),
+    }
+)
+
+
+def _shard_rows(paths: list[str]):
+    for path in paths:
+        with open(path, "rb") as f:
+            yield from pickle.load(f)
+
+
+def assemble(plan: dict, shard_dir: Path, cache_dir: Path, splits: tuple[str, ...]) -> datasets.DatasetDict:
+    """Collect every shard into splits.
+
+    Takes: the ``plan``, the shard folder, a scratch ``cache_dir`` and the split order. Returns: a
+    DatasetDict whose rows follow the plan's job order, so equal plans give equal datasets.
+    """
+    paths = defaultdict(list)
+    for job in plan["jobs"]:
+        paths[job["split"]].append(str(shard_dir / f"{job['job_id']}.pkl"))
+    out = {}
+    for split in splits:
+        out[split] = datasets.Dataset.from_generator(
+            _shard_rows,
+            features=FEATURES,
+            gen_kwargs={"paths": paths[split]},
+            cache_dir=str(cache_dir),
+            split=datasets.NamedSplit(split),
+        )
+    return datasets.DatasetDict(out)
+
+
+def split_statistics(dataset: datasets.DatasetDict) -> dict[str, dict]:
+    """Per-split numbers for the data card.
+
+    Takes: the built DatasetDict. Returns: split -> hours, rows, utterances (session segments counted),
+    speakers, engines, domains, conditions and, for noisy rows, the largest |measured - labelled| SNR.
+    """
+    stats = {}
+    for split, ds in dataset.items():
+        meta = ds.select_columns(
+            [
+                "speaker",
+                "engine",
+                "domain",
+                "condition",
+                "snr_db",
+                "snr_measured_db",
+                "duration",
+                "segment_texts",
+            ]
+        ).to_dict()
+        noisy = [(m, s) for m, s in zip(meta["snr_measured_db"], meta["snr_db"]) if s is not None]
+        stats[split] = dict(
+            hours=sum(meta["duration"]) / 3600,
+            rows=len(ds),
+            utterances=sum(len(t) for t in meta["segment_texts"]),
+            speakers=len(set(meta["speaker"])),
+            engines=sorted(set(meta["engine"])),
+            domains=sorted(set(meta["domain"])),
+            conditions=sorted(set(meta["condition"])),
+            noisy_rows=len(noisy),
+            max_snr_error_db=float(max((abs(m - s) for m, s in noisy), default=0.0)),
+            mean_seconds=float(np.mean(meta["duration"])) if len(ds) else 0.0,
+        )
+    return stats
