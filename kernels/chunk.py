@@ -121,23 +121,26 @@ def lact_swiglu(
     autocast = torch.is_autocast_enabled(q.device.type)
     lr_dtype = torch.get_autocast_dtype(q.device.type) if autocast else lr.dtype
 
-    def stream(name: str, s: int, e: int):
-        """Tokens ``[s, e)`` of the update stream (pending tokens, then this call's), ``[B, e - s, ...]``.
+    spans = chunk_spans(state.seen - n_p, n_p + T, chunk_size)
+    sizes = [e - max(s, n_p) for s, e, _ in spans]  # this call's tokens in each span (all > 0)
+    # One split per input: its backward is a single cat, where per-chunk slicing would zero-fill a
+    # whole [B, T, H, D] gradient for every chunk (quadratic in T during training).
+    pieces = {
+        name: None if t is None else t.split(sizes, 1)
+        for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr), ("momentum", momentum), ("mask", mask))
+    }
 
-        Only one chunk is gathered at a time: whole-sequence copies of q, k, v would cost a large
-        allocation (and page faults) per call for no gain.
-        """
-        new = {"k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}[name]
-        old = None if pend is None else getattr(pend, name)
-        if new is None:
+    def stream(name: str, i: int):
+        """The update stream's tokens of span ``i`` (pending tokens first), ``[B, n, ...]``; one chunk at a time."""
+        if pieces[name] is None:
             return None
-        if s >= n_p:
-            return new[:, s - n_p : e - n_p]
+        new = pieces[name][i]
+        if spans[i][0] >= n_p:
+            return new
+        old = getattr(pend, name)
         if name == "lr" and pend.mask is not None:
             old = old * pend.mask[:, :, None, None]
-        if e <= n_p:
-            return old[:, s:e]
-        return torch.cat([old[:, s:].to(new.dtype), new[:, : e - n_p]], 1)
+        return torch.cat([old.to(new.dtype), new], 1)
 
     def to_bh(x):  # [B, n, H, *F] -> [BH, n, *F]: one batched GEMM over every (example, head)
         return x.transpose(1, 2).reshape(B * H, x.shape[1], *x.shape[3:])
@@ -154,17 +157,17 @@ def lact_swiglu(
     if momentum is not None:
         M = torch.zeros_like(W) if state.m0 is None else stack(state.m0, state.m1, state.m2)
 
-    def update(s: int, e: int) -> None:
+    def update(i: int) -> None:
         nonlocal W, M
-        dW = _gradients(W, to_bh(stream("k", s, e)), to_bh(stream("v", s, e)), to_bh(stream("lr", s, e).to(lr_dtype)))
+        dW = _gradients(W, to_bh(stream("k", i)), to_bh(stream("v", i)), to_bh(stream("lr", i).to(lr_dtype)))
         has = count = None
-        mask_c = stream("mask", s, e)
+        mask_c = stream("mask", i)
         if mask_c is not None:
             mask_c = mask_c[:, None, :].expand(B, H, -1).reshape(B * H, -1)  # [BH, C]
             count = mask_c.sum(1)
             has = (count > 0)[:, None, None]
         if momentum is not None:
-            m_chunk = to_bh(stream("momentum", s, e))  # [BH, C]
+            m_chunk = to_bh(stream("momentum", i))  # [BH, C]
             beta = m_chunk.mean(1) if mask_c is None else (m_chunk * mask_c).sum(1) / count.clamp(min=1)
             new_M = beta[:, None, None] * M + dW
             dW = new_M
@@ -185,31 +188,27 @@ def lact_swiglu(
 
     outs = []
 
-    def read(a: int, b: int) -> None:  # this call's tokens [a, b)
-        o = _apply(W, to_bh(q[:, a:b]))
-        o = o.reshape(B, H, b - a, D).transpose(1, 2)  # [B, n, H, D]
-        outs.append(o if mask is None else o * mask[:, a:b, None, None].to(o.dtype))
+    def read(i: int) -> None:  # this call's tokens of span i
+        o = _apply(W, to_bh(pieces["q"][i]))
+        o = o.reshape(B, H, sizes[i], D).transpose(1, 2)  # [B, n, H, D]
+        outs.append(o if mask is None else o * pieces["mask"][i][:, :, None, None].to(o.dtype))
 
     new_pending = None
-    spans = chunk_spans(state.seen - n_p, n_p + T, chunk_size)
-    for s, e, full in spans:
+    for i, (_, _, full) in enumerate(spans):
         if order == "apply_update":
-            read(max(s, n_p) - n_p, e - n_p)
+            read(i)
             if full:
-                update(s, e)
+                update(i)
             else:
-                new_pending = PendingChunk(
-                    **{name: stream(name, s, e) for name in ("k", "v", "momentum", "mask")},
-                    lr=torch.cat([pend.lr[:, s:], lr[:, : e - n_p]], 1) if s < n_p else lr[:, s - n_p : e - n_p],
-                )
+                new_pending = PendingChunk(**{name: stream(name, i) for name in ("k", "v", "lr", "momentum", "mask")})
         elif order == "update_apply":
-            update(s, e)
-            read(s, e)
+            update(i)
+            read(i)
         else:
-            update(s, e)
+            update(i)
     if order == "bidirectional":
-        for s, e, _ in spans:
-            read(s, e)
+        for i in range(len(spans)):
+            read(i)
 
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0].contiguous()  # [B, T, H, D]
 
