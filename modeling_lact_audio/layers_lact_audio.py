@@ -64,13 +64,19 @@ def attention_allowed(
     Returns:
         bool ``[Tq, Tk]``.
     """
-    d = q_pos[:, None] - k_pos[None, :]
-    near = torch.ones_like(d, dtype=torch.bool) if window is None else d.abs() <= window
+    q, k = q_pos[:, None], k_pos[None, :]
+    # Boolean comparisons only: an int64 [Tq, Tk] difference matrix would cost 8 bytes a pair.
     if pattern == "bidirectional":
-        return near
-    allowed = (d >= 0) & near
+        return (
+            torch.ones(q.shape[0], k.shape[1], dtype=torch.bool, device=q.device)
+            if window is None
+            else ((k >= q - window) & (k <= q + window))
+        )
+    allowed = k <= q
+    if window is not None:
+        allowed = allowed & (k >= q - window)
     if pattern == "block_causal":
-        allowed = allowed | ((q_pos[:, None] // chunk_size) == (k_pos[None, :] // chunk_size))
+        allowed = allowed | ((k // chunk_size) == (q // chunk_size))
     return allowed
 
 

@@ -1,6 +1,7 @@
 """Token mixers: LaCT fast weights + sliding-window attention (one shared qkv), or attention alone."""
 
 import math
+from bisect import bisect_left, bisect_right
 
 import torch
 import torch.nn.functional as F
@@ -123,26 +124,81 @@ class LaCTAudioMixer(nn.Module):
                 sliding_window=None if self.window is None else self.window + 1,
             )
         else:
-            allowed = attention_allowed(
-                positions, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
-            )
-            mask = allowed[None, None] & key_mask[:, None, None, :]  # [B, 1, T, Tk]
-            # A padded query may see no key at all; letting it see itself keeps SDPA finite (its output is ignored).
-            diag = (k_pos[None, :] == positions[:, None])[None, None]  # [1, 1, T, Tk]
-            query_pad = ~key_mask[:, key_mask.shape[1] - T :]  # [B, T]
-            mask = mask | (diag & query_pad[:, None, :, None])
-            # Explicit [B, 1, T, Tk] boolean masks (windows, chunks, padding): SDPA or eager.
+            # Explicit boolean masks (windows, chunks, padding): SDPA, or eager attention.
             attn_fn = ALL_ATTENTION_FUNCTIONS["sdpa"] if impl == "sdpa" else eager_attention
-            out, _ = attn_fn(self, q, k, v, mask, dropout=dropout, scaling=self.scaling, is_causal=False)
+            n_cached = k.shape[2] - T
+            if self.window is not None:
+                out = self._local_attention(attn_fn, q, k, v, int(positions[0]), n_cached, key_mask, dropout)
+            elif n_cached == 0 and frame_mask is None and self.config.attention_pattern != "block_causal":
+                # Full attention without padding: no mask at all lets SDPA pick its fused kernels.
+                out, _ = attn_fn(self, q, k, v, None, dropout=dropout, scaling=self.scaling, is_causal=self.is_causal)
+            else:
+                mask = self._block_mask(positions, k_pos, key_mask)
+                out, _ = attn_fn(self, q, k, v, mask, dropout=dropout, scaling=self.scaling, is_causal=False)
         new_cache = None
         if layer_cache is not None:
-            keep = k.shape[2] if self.window is None else min(self.window, k.shape[2])
+            keep = k.shape[2] if self.window is None else min(self._cached_keys(), k.shape[2])
             new_cache = LaCTLayerCache(
                 keys=k[:, :, k.shape[2] - keep :],
                 values=v[:, :, v.shape[2] - keep :],
                 key_mask=key_mask[:, key_mask.shape[1] - keep :],
             )
         return out.reshape(B, T, -1), new_cache
+
+    def _cached_keys(self) -> int:
+        """Keys a stream must keep: the window, plus (block_causal) the frames of an unfinished chunk."""
+        extra = self.config.lact_chunk_size if self.config.attention_pattern == "block_causal" else 0
+        return self.window + extra
+
+    def _block_mask(self, q_pos, k_pos, key_mask):
+        """``[B, 1, Tq, Tk]`` bool: the pattern's allowed pairs among real keys; a padded query sees itself.
+
+        (A padded query may have no key at all; seeing itself keeps SDPA finite, and its output is unused.)
+        """
+        allowed = attention_allowed(
+            q_pos, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
+        )
+        mask = allowed[None, None] & key_mask[:, None, None, :]
+        query_pad = ~key_mask[:, bisect_left(k_pos.tolist(), int(q_pos[0])) :][:, : q_pos.shape[0]]  # [B, Tq]
+        diag = (k_pos[None, :] == q_pos[:, None])[None, None]
+        return mask | (diag & query_pad[:, None, :, None])
+
+    def _local_attention(self, attn_fn, q, k, v, q_start: int, n_cached: int, key_mask, dropout):
+        """Windowed attention in query blocks of ``lact_chunk_size`` frames: O(T·(window + chunk)), not O(T²).
+
+        q ``[B, H, T, Dh]``; k, v ``[B, H, n_cached + T, Dh]`` (cached keys first, contiguous positions);
+        key_mask ``[B, n_cached + T]``. Returns ``[B, T, H, Dh]``.
+        """
+        C, W, pattern = self.config.lact_chunk_size, self.window, self.config.attention_pattern
+        T = q.shape[2]
+        q_end, k_start = q_start + T, q_start - n_cached
+        bounds, a = [], q_start
+        while a < q_end:  # blocks end at chunk boundaries (absolute positions), as block_causal needs
+            b = min(q_end, (a // C + 1) * C)
+            bounds.append((a, b))
+            a = b
+        sizes = [b - a for a, b in bounds]
+        # Split once (a cheap backward), then gather the few key blocks each query block needs.
+        k_sizes = ([n_cached] if n_cached else []) + sizes
+        starts = [k_start + sum(k_sizes[:i]) for i in range(len(k_sizes))]
+        k_blocks, v_blocks, m_blocks = k.split(k_sizes, 2), v.split(k_sizes, 2), key_mask.split(k_sizes, 1)
+        outs = []
+        for q_block, (a, b) in zip(q.split(sizes, 2), bounds):
+            lo = a - W if pattern != "block_causal" else min(a - W, a // C * C)
+            hi = min(q_end, b + W) if pattern == "bidirectional" else b
+            first = max(0, bisect_right(starts, lo) - 1)
+            last = bisect_left(starts, hi)
+            ks, vs, ms = (
+                torch.cat(blocks[first:last], dim) for blocks, dim in ((k_blocks, 2), (v_blocks, 2), (m_blocks, 1))
+            )
+            cut = max(lo, starts[first]) - starts[first]
+            n = min(hi, q_end) - max(lo, starts[first])
+            ks, vs, ms = ks[:, :, cut : cut + n], vs[:, :, cut : cut + n], ms[:, cut : cut + n]
+            k_pos = torch.arange(max(lo, starts[first]), max(lo, starts[first]) + n, device=q.device)
+            mask = self._block_mask(torch.arange(a, b, device=q.device), k_pos, ms)
+            out, _ = attn_fn(self, q_block, ks, vs, mask, dropout=dropout, scaling=self.scaling, is_causal=False)
+            outs.append(out)
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
     def forward(self, x, positions, frame_mask=None, layer_cache: LaCTLayerCache | None = None):
         q, k, v = self.qkv_proj(x).chunk(3, dim=-1)

@@ -87,3 +87,51 @@ def test_block_causal_keeps_the_explicit_mask_path():
 def _restore():
     yield
     CALLS.clear()
+
+
+def _dense_local_attention(self, attn_fn, q, k, v, q_start, n_cached, key_mask, dropout):
+    """The same attention with one dense [T, Tk] mask: the reference for the blocked path."""
+    T = q.shape[2]
+    q_pos = torch.arange(q_start, q_start + T)
+    k_pos = torch.arange(q_start - n_cached, q_start + T)
+    out, _ = attn_fn(
+        self, q, k, v, self._block_mask(q_pos, k_pos, key_mask), dropout=dropout, scaling=self.scaling, is_causal=False
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    "pattern,order,window,chunk",
+    [
+        ("causal", "apply_update", 6, 4),
+        ("block_causal", "update_apply", 6, 4),
+        ("block_causal", "update_apply", 2, 8),
+        ("bidirectional", "bidirectional", 6, 4),
+        ("bidirectional", "bidirectional", 3, 8),
+    ],
+)
+def test_blocked_window_attention_equals_dense_mask(monkeypatch, pattern, order, window, chunk):
+    from modeling_lact_audio.mixer_lact_audio import LaCTAudioMixer
+
+    torch.manual_seed(0)
+    config = tester.ctc_config(attention_pattern=pattern, lact_order=order, window_size=window, lact_chunk_size=chunk)
+    model = LaCTAudioForCTC(config).eval()
+    x, mask = tester.features(T=61, lengths=[61, 38])
+    blocked = model(input_features=x, attention_mask=mask)
+    monkeypatch.setattr(LaCTAudioMixer, "_local_attention", _dense_local_attention)
+    dense = model(input_features=x, attention_mask=mask)
+    for b, n in enumerate(dense.output_lengths.tolist()):
+        torch.testing.assert_close(blocked.logits[b, :n], dense.logits[b, :n], rtol=1e-5, atol=1e-6)
+
+
+def test_decoding_with_a_window_longer_than_a_chunk_equals_full_forward():
+    torch.manual_seed(0)
+    model = LaCTAudioForCausalLM(tester.lm_config(window_size=6, lact_chunk_size=4)).eval()
+    ids = torch.randint(0, 13, (4, 30))
+    full = model(input_ids=ids).logits
+    cache, outs = None, []
+    for s in range(0, 30, 3):  # pieces of 3 tokens: boundaries fall inside chunks and windows
+        out = model(input_ids=ids[:, s : s + 3], past_key_values=cache, use_cache=True)
+        cache, outs = out.past_key_values, [*outs, out.logits]
+    torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-4, atol=1e-5)
+    assert cache.layer_caches[0].keys.shape[2] == 6  # the window, not the stream, sets the cache size
