@@ -16,7 +16,7 @@ SYSTEM_APT := ffmpeg
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
 
-.PHONY: install system-deps corpus-deps test lint demo bench corpus whisper-baseline verify-whisper clean
+.PHONY: install system-deps corpus-deps test lint demo bench bench-quick corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,11 +47,18 @@ lint: $(STAMP)
 test: install lint
 	$(PY) -m pytest -q tests
 
+# A small corpus, the shipped checkpoint offline and streamed, a tiny LaCT model and a tiny baseline
+# trained for a few minutes each, and one comparison table (about 12 minutes on 2 cores).
 demo: install
-	$(PY) eval/bench_lact_op.py --quick
+	$(PY) run_scripts/demo.py
 
+BENCH_THREADS ?= 1
 bench: install
 	$(PY) eval/bench_lact_op.py
+	$(PY) eval/efficiency/run.py --threads $(BENCH_THREADS)
+
+bench-quick: install
+	$(PY) eval/efficiency/run.py --quick --threads $(BENCH_THREADS)
 
 corpus: install
 	OMP_NUM_THREADS=1 $(PY) run_scripts/make_corpus.py --output data/corpus --workers 2

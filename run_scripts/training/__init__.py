@@ -1,0 +1,1 @@
+"""Helpers of run_scripts/train.py: arguments, data, model factory, evaluation."""

@@ -1,0 +1,78 @@
+"""Arguments of run_scripts/train.py as HfArgumentParser dataclasses (loadable from YAML/JSON)."""
+
+from dataclasses import dataclass, field
+
+MODELS = ("lact", "baseline_transformer", "baseline_sliding_window", "wav2vec2", "whisper", "whisper_pretrained")
+TASKS = ("ctc", "lm")
+
+
+@dataclass
+class ModelArguments:
+    """What to train. Every ``--model`` is sized from the same LaCT preset, so runs differ only in the model."""
+
+    model: str = field(default="lact", metadata={"help": f"one of {MODELS}"})
+    task: str = field(default="ctc", metadata={"help": "ctc (ASR) or lm (audio-token generation)"})
+    preset: str = field(default="tiny", metadata={"help": "LaCT size preset: tiny, small, base, large"})
+    config_overrides: str = field(
+        default="{}",
+        metadata={"help": "LaCTAudioConfig fields replacing the preset's: a JSON object (a mapping in YAML)"},
+    )
+    pretrained_path: str | None = field(
+        default=None, metadata={"help": "converted transformers Whisper folder (--model whisper_pretrained)"}
+    )
+    whisper_max_source_positions: int = field(
+        default=750, metadata={"help": "Whisper encoder frames; inputs are padded to twice this many mel frames"}
+    )
+    lm_num_codebooks: int = field(default=4, metadata={"help": "--task lm: mel_rvq codebooks"})
+    lm_codebook_size: int = field(default=256, metadata={"help": "--task lm: codes per codebook"})
+
+
+@dataclass
+class DataArguments:
+    """Where the corpus lives and how it becomes batches."""
+
+    corpus: str = field(default="data/corpus", metadata={"help": "datasets.DatasetDict saved with save_to_disk"})
+    train_split: str = "train"
+    eval_split: str = "validation"
+    max_train_examples: int | None = field(default=None, metadata={"help": "keep the first N training rows"})
+    max_eval_examples: int | None = field(default=None, metadata={"help": "keep the first N validation rows"})
+    max_frames_per_batch: int = field(
+        default=20000, metadata={"help": "padded input frames (10 ms log-mel frames) per micro-batch, all rows"}
+    )
+    max_batch_size: int = field(default=32, metadata={"help": "rows per micro-batch at most"})
+    max_seconds: float = field(default=20.0, metadata={"help": "drop training rows longer than this"})
+    bucket_size_multiplier: int = field(
+        default=50, metadata={"help": "rows are sorted by length within windows of this many batches"}
+    )
+
+
+@dataclass
+class TrainArguments:
+    """How to train; the optimiser, schedule and step budget are the same for every --model."""
+
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    max_steps: int = 100
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    warmup_steps: int = 10
+    lr_scheduler: str = field(default="cosine", metadata={"help": "any transformers scheduler name"})
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "no, bf16 or auto (bf16 where the hardware has it; never fp16 on CPU)"}
+    )
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    eval_steps: int = 100
+    save_steps: int = 100
+    keep_checkpoints: int = 2
+    resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoints/latest if there"})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, mlflow, all or none"})
+    eval_batch_size: int = 16
+    progress_bar: bool = True
+    stop_after_steps: int | None = field(
+        default=None, metadata={"help": "stop (after saving) at this step although the schedule runs to max_steps"}
+    )
