@@ -159,7 +159,8 @@ class LaCTAudioMixer(nn.Module):
             q_pos, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
         )
         mask = allowed[None, None] & key_mask[:, None, None, :]
-        query_pad = ~key_mask[:, bisect_left(k_pos.tolist(), int(q_pos[0])) :][:, : q_pos.shape[0]]  # [B, Tq]
+        first = int(q_pos[0]) - int(k_pos[0])  # key positions are contiguous: the queries' index among them
+        query_pad = ~key_mask[:, first : first + q_pos.shape[0]]  # [B, Tq]
         diag = (k_pos[None, :] == q_pos[:, None])[None, None]
         return mask | (diag & query_pad[:, None, :, None])
 

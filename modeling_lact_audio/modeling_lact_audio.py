@@ -1,6 +1,5 @@
 """lact-audio models: the LaCT backbone, the CTC ASR model and the audio-token language model."""
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -94,7 +93,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def _check_stream(self, cache: LaCTCache, n_inputs: int):
+    def _check_stream(self, cache: LaCTCache):
         if self.frontend is not None and cache.seen_inputs % self.config.total_stride:
             raise ValueError(
                 f"a stream fed through the cache must come in pieces whose length is a multiple of the front end's "
@@ -146,7 +145,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
             hidden, frame_mask = inputs_embeds, in_mask
         else:
             if cache is not None:
-                self._check_stream(cache, n_inputs)
+                self._check_stream(cache)
             hidden, frame_mask, fe_states = self.frontend(
                 inputs, in_mask, None if cache is None else cache.frontend_states
             )
@@ -439,9 +438,3 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable, by default) parameters of ``model``; Whisper's fixed sinusoidal positions do not count."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def frames_to_seconds(num_frames: int, config: LaCTAudioConfig, sampling_rate=16000, hop_length=160) -> float:
-    """Seconds of audio covered by ``num_frames`` model frames."""
-    per_frame = math.prod(config.conv_strides) * (1 if config.frontend == "waveform" else hop_length)
-    return num_frames * per_frame / sampling_rate
