@@ -1,8 +1,9 @@
 """Benchmark the chunked LaCT op against this machine's large-matmul rate (not a test).
 
 Counts 18·T·H·D·Dh flops per call (read 6, gradient recomputation 6, three gradient products 6)
-plus Newton-Schulz's products (per updated chunk, per head, per matrix and step:
-``4 m^2 n + 2 m^3`` for an ``m x n`` matrix with m <= n). Forward+backward counts 3x the forward.
+plus Newton-Schulz's products per updated chunk, per head and matrix (``newton_schulz_flops``: dense,
+or in the C x C factor space for chunks short next to the head dim, as the op runs them).
+Forward+backward counts 3x the forward.
 Each figure is the median of repeated runs after a warm-up. Writes JSON and a PNG under
 ``eval/results/`` and prints a table.
 
@@ -26,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from modeling_lact_audio.kernels import FastWeightState, lact_swiglu, lact_swiglu_reference
+from modeling_lact_audio.kernels.newton_schulz import factored_is_cheaper, newton_schulz_flops
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -59,11 +61,12 @@ def gemm_rate(n: int, dtype: torch.dtype, repeats: int) -> float:
     return 2 * n**3 / time_call(lambda: a @ b, repeats)["median_s"] / 1e9
 
 
-def op_flops(T: int, H: int, D: int, Dh: int, chunk: int, muon_steps: int) -> float:
+def op_flops(T: int, H: int, D: int, Dh: int, chunk: int, muon_steps: int, momentum: bool = False) -> float:
     """Forward flops of one ``lact_swiglu`` call (B=1, apply_update, T a multiple of ``chunk``)."""
     flops = 18.0 * T * H * D * Dh
-    m, n = min(D, Dh), max(D, Dh)
-    flops += (T // chunk) * H * 3 * muon_steps * (4 * m * m * n + 2 * m**3)
+    # Without momentum the op orthogonalises a short chunk's rank-C update in its factor space.
+    rank = chunk if not momentum and factored_is_cheaper(Dh, D, chunk, muon_steps) else None
+    flops += (T // chunk) * H * 3 * newton_schulz_flops(Dh, D, muon_steps, rank)
     return flops
 
 

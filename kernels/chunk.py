@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .newton_schulz import newton_schulz
+from .newton_schulz import factored_is_cheaper, newton_schulz, newton_schulz_factored
 from .state import FastWeightState, PendingChunk
 from .validation import check_lact_inputs, chunk_spans
 
@@ -21,11 +21,12 @@ def _apply(W: Tensor, x: Tensor) -> Tensor:
     return torch.bmm(F.silu(gh[..., :Dh]) * gh[..., Dh:], W[:, 2 * Dh :])
 
 
-def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
-    """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>`` (12·C·D·Dh flops per head).
+def _gradient_factors(W: Tensor, k: Tensor, v: Tensor, lr: Tensor):
+    """The chunk's update ``-sum_t lr_t dL_t/dW`` as token-major factors (12·C·D·Dh flops per head in all).
 
     W: ``[BH, 3·Dh, D]`` (w0, w2, w1^T stacked); k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on
-    padding). Returns the update in the same stacked layout ``[BH, 3·Dh, D]``.
+    padding). Returns ``(x02 [BH, C, 2Dh], y1 [BH, C, Dh], k, v1 [BH, C, D])`` with
+    ``d(w0; w2) = x02^T k`` and ``d(w1^T) = y1^T v1``: every block of the update has rank <= C.
     """
     Dh = W.shape[1] // 3
     gh = torch.bmm(k, W[:, : 2 * Dh].mT)  # [BH, C, 2Dh]
@@ -33,12 +34,59 @@ def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
     dh = torch.bmm(v, W[:, 2 * Dh :].mT)  # w1^T v: [BH, C, Dh]
     sig = torch.sigmoid(g)
     silu_g = g * sig
-    dw1t = torch.bmm((silu_g * h).mT, v * lr[..., 1:2])  # [BH, Dh, D]
-    # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig)
-    dsilu = sig + silu_g * (1 - sig)
-    x = torch.cat([dh * h * dsilu * lr[..., 0:1], dh * silu_g * lr[..., 2:3]], dim=-1)  # [BH, C, 2Dh]
-    dw02 = torch.bmm(x.mT, k)  # [BH, 2Dh, D]: dw0 and dw2 in one GEMM
-    return torch.cat([dw02, dw1t], dim=1)
+    # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig); fused ops keep the passes over
+    # [BH, C, Dh] few (they are memory-bound next to the GEMMs once a chunk outgrows the cache)
+    dsilu = torch.addcmul(sig, silu_g, 1 - sig)
+    dh0, dh2 = dh * lr[..., 0:1], dh * lr[..., 2:3]
+    x02 = torch.cat([dh0.mul_(h).mul_(dsilu), dh2.mul_(silu_g)], dim=-1)  # [BH, C, 2Dh]
+    return x02, silu_g * h, k, v * lr[..., 1:2]
+
+
+def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
+    """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>``, as a dense ``[BH, 3·Dh, D]``.
+
+    Same arguments as ``_gradient_factors``; dw0 and dw2 come out of one GEMM.
+    """
+    return _dense_update(*_gradient_factors(W, k, v, lr))
+
+
+# CPU: token blocks whose [BH, n, 2·Dh] intermediates stay within about this many bytes (cache-resident);
+# a large chunk's elementwise passes otherwise stream every intermediate through DRAM.
+CPU_BLOCK_BYTES = 1 << 19
+
+
+def _token_block(x: Tensor, BH: int, Dh: int) -> int:
+    """Tokens per block for the elementwise-heavy parts of a chunk: the whole chunk on GPUs."""
+    if x.device.type != "cpu":
+        return x.shape[1]
+    return max(64, 1 << max(0, (CPU_BLOCK_BYTES // (BH * 2 * Dh * x.element_size())).bit_length() - 1))
+
+
+def _blocked_dense_update(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
+    """``_gradients`` over token blocks of ``_token_block`` (sums of the blocks' updates): ``[BH, 3·Dh, D]``."""
+    BH, C = k.shape[:2]
+    n = _token_block(k, BH, W.shape[1] // 3)
+    if n >= C:
+        return _dense_update(*_gradient_factors(W, k, v, lr))
+    out = None
+    for kb, vb, lb in zip(k.split(n, 1), v.split(n, 1), lr.split(n, 1)):
+        part = _dense_update(*_gradient_factors(W, kb, vb, lb))
+        out = part if out is None else out.add_(part)  # out is a fresh sum nobody saved for backward
+    return out
+
+
+def _dense_update(x02: Tensor, y1: Tensor, k: Tensor, v1: Tensor) -> Tensor:
+    """The factors of ``_gradient_factors`` multiplied out: ``[BH, 3·Dh, D]`` (x02^T k; y1^T v1)."""
+    return torch.cat([torch.bmm(x02.mT, k), torch.bmm(y1.mT, v1)], dim=1)
+
+
+def _add_orthogonalised_update(W: Tensor, x02: Tensor, y1: Tensor, k: Tensor, v1: Tensor, steps: int) -> Tensor:
+    """``W`` plus the Newton-Schulz of each block of the rank-C update, run in the ``C x C`` factor
+    space (``newton_schulz_factored``), the addition fused into the last product: ``[BH, 3·Dh, D]``."""
+    BH, C, Dh = y1.shape
+    left = torch.cat([x02, y1], dim=-1).view(BH, C, 3, Dh).permute(0, 2, 3, 1).reshape(BH * 3, Dh, C)
+    right = torch.stack([k, k, v1], dim=1).reshape(BH * 3, C, k.shape[-1])
+    return newton_schulz_factored(left, right, steps, add_to=W.reshape(BH * 3, Dh, -1)).view(BH, 3 * Dh, -1)
 
 
 def lact_swiglu(
@@ -93,9 +141,12 @@ def lact_swiglu(
         autocast); the input state is never modified.
 
     Cost: 18·T·H·D·Dh flops (read, gradient recomputation, three gradient products) plus
-    ``muon_steps`` Newton-Schulz iterations per chunk. Differentiable with respect to q, k, v, lr,
-    momentum and the initial weights. Under bf16 autocast the matmuls run in bf16 while the state
-    stays in float32.
+    ``muon_steps`` Newton-Schulz iterations per chunk. Without momentum a chunk's update has rank
+    <= its length C, and when C is small next to ``min(D, Dh)`` (streaming, small presets) the
+    iteration runs on ``C x C`` factors (``newton_schulz_factored``), not on ``Dh x D`` matrices.
+    On the CPU a long chunk's gradient and read run in cache-sized token blocks (``CPU_BLOCK_BYTES``).
+    Differentiable with respect to q, k, v, lr, momentum and the initial weights. Under bf16 autocast
+    the matmuls run in bf16 while the state stays in float32.
     """
     check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
     B, T, H, D = q.shape
@@ -126,7 +177,7 @@ def lact_swiglu(
     # One split per input: its backward is a single cat, where per-chunk slicing would zero-fill a
     # whole [B, T, H, D] gradient for every chunk (quadratic in T during training).
     pieces = {
-        name: None if t is None else t.split(sizes, 1)
+        name: None if t is None else (t,) if len(sizes) == 1 else t.split(sizes, 1)
         for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr), ("momentum", momentum), ("mask", mask))
     }
 
@@ -150,7 +201,9 @@ def lact_swiglu(
     def stack(w0, w1, w2):  # [B, H, ...] x3 -> [BH, 3Dh, D] (w0; w2; w1^T)
         return torch.cat([w0, w2, w1.mT], dim=2).reshape(B * H, 3 * Dh, D)
 
-    W = stack(state.w0, state.w1, state.w2)
+    W = state.stacked
+    if W is None or W.shape != (B * H, 3 * Dh, D) or W.dtype != state.dtype:
+        W = stack(state.w0, state.w1, state.w2)
     norm02 = torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * Dh, 1)
     norm1t = state.w1_norm.reshape(B * H, 1, D)  # w1's row norms are w1^T's column norms
     M = None
@@ -159,7 +212,12 @@ def lact_swiglu(
 
     def update(i: int) -> None:
         nonlocal W, M
-        dW = _gradients(W, to_bh(stream("k", i)), to_bh(stream("v", i)), to_bh(stream("lr", i).to(lr_dtype)))
+        k_c, v_c, lr_c = to_bh(stream("k", i)), to_bh(stream("v", i)), to_bh(stream("lr", i).to(lr_dtype))
+        # Without momentum the update keeps rank <= C: a short chunk orthogonalises in the factor space.
+        factored = momentum is None and factored_is_cheaper(Dh, D, k_c.shape[1], muon_steps)
+        if factored:
+            factors = _gradient_factors(W, k_c, v_c, lr_c)
+        dW = None if factored else _blocked_dense_update(W, k_c, v_c, lr_c)
         has = count = None
         mask_c = stream("mask", i)
         if mask_c is not None:
@@ -172,24 +230,29 @@ def lact_swiglu(
             new_M = beta[:, None, None] * M + dW
             dW = new_M
             M = new_M if has is None else torch.where(has, new_M, M)
-        if muon_steps > 0:
-            dW = newton_schulz(dW.reshape(B * H * 3, Dh, D), muon_steps).reshape(B * H, 3 * Dh, D)
-        new_W = W + dW
+        if factored:
+            new_W = _add_orthogonalised_update(W, *factors, muon_steps)
+        else:
+            if muon_steps > 0:
+                dW = newton_schulz(dW.reshape(B * H * 3, Dh, D), muon_steps).reshape(B * H, 3 * Dh, D)
+            new_W = W + dW
         if weight_norm:
             w02, w1t = new_W[:, : 2 * Dh], new_W[:, 2 * Dh :]
-            new_W = torch.cat(
-                [
-                    w02 * (norm02 / (w02.norm(dim=-1, keepdim=True) + 1e-5)),
-                    w1t * (norm1t / (w1t.norm(dim=-2, keepdim=True) + 1e-5)),
-                ],
-                dim=1,
-            )
+            scale02 = norm02 / (w02.norm(dim=-1, keepdim=True) + 1e-5)
+            scale1t = norm1t / (w1t.norm(dim=-2, keepdim=True) + 1e-5)
+            if torch.is_grad_enabled() and new_W.requires_grad:
+                new_W = torch.cat([w02 * scale02, w1t * scale1t], dim=1)
+            else:  # inference: rescale the fresh tensor in place, no copy
+                w02.mul_(scale02)
+                w1t.mul_(scale1t)
         W = new_W if has is None else torch.where(has, new_W, W)
 
     outs = []
 
     def read(i: int) -> None:  # this call's tokens of span i
-        o = _apply(W, to_bh(pieces["q"][i]))
+        q_i = to_bh(pieces["q"][i])
+        n = _token_block(q_i, B * H, Dh)
+        o = _apply(W, q_i) if n >= q_i.shape[1] else torch.cat([_apply(W, x) for x in q_i.split(n, 1)], 1)
         o = o.reshape(B, H, sizes[i], D).transpose(1, 2)  # [B, n, H, D]
         outs.append(o if mask is None else o * pieces["mask"][i][:, :, None, None].to(o.dtype))
 
@@ -230,5 +293,6 @@ def lact_swiglu(
         m2=m2,
         pending=new_pending,
         seen=state.seen + T,
+        stacked=W,
     )
     return o, new_state

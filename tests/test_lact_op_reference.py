@@ -119,3 +119,26 @@ def test_weight_norm_restores_initial_row_norms():
     _, s = lact_swiglu(x["q"], x["k"], x["v"], x["lr"], x["state"], chunk_size=16, weight_norm=True)
     for w, w_init in ((s.w0, x["w0"]), (s.w1, x["w1"]), (s.w2, x["w2"])):
         torch.testing.assert_close(w.norm(dim=-1), w_init.norm(dim=-1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_token_blocked_chunks_equal_the_reference_with_gradients(order, monkeypatch):
+    """On the CPU a long chunk is processed in cache-sized token blocks: force 64-token blocks."""
+    from modeling_lact_audio.kernels import chunk as chunk_module
+
+    monkeypatch.setattr(chunk_module, "CPU_BLOCK_BYTES", 1)
+    assert chunk_module._token_block(torch.zeros(1, 300, 1), 4, 10) == 64
+    x = make_inputs(B=2, T=200, H=2, D=6, Dh=10, seed=5, requires_grad=True)
+    mask = padding_mask(2, 200, [200, 150])
+    outs = []
+    for fn in (lact_swiglu, lact_swiglu_reference):
+        state = FastWeightState.from_weights(x["w0"], x["w1"], x["w2"])
+        o, s = fn(
+            x["q"], x["k"], x["v"], x["lr"], state, chunk_size=160, order=order, momentum=x["momentum"], mask=mask
+        )
+        grads = torch.autograd.grad(o.square().sum() + s.w0.sum(), [x["q"], x["k"], x["lr"], x["w1"]])
+        outs.append((o, s.w0, grads))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-8, atol=1e-8)
+    for a, b in zip(outs[0][2], outs[1][2]):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8)

@@ -75,7 +75,7 @@ def mixer_flops(config, T: int, mode: str = "fwd", useful: bool = False, keys: f
         flops += 2.0 * T * d * 3 * H + 2.0 * T * d * d  # lr_proj, gate_proj
         if config.use_momentum:
             flops += 2.0 * T * d * H
-        flops += op_flops(T, H, D, Dh, config.lact_chunk_size, config.muon_steps)
+        flops += op_flops(T, H, D, Dh, config.lact_chunk_size, config.muon_steps, config.use_momentum)
     return flops * (3 if mode == "fwd_bwd" else 1)
 
 
