@@ -14,7 +14,7 @@ from transformers.utils import ModelOutput
 from .cache_lact_audio import LaCTCache, LaCTLayerCache
 from .configuration_lact_audio import LaCTAudioConfig
 from .frontend_lact_audio import CausalConvLayer, LaCTAudioFrontend, conv_output_lengths
-from .layers_lact_audio import LaCTRMSNorm, LaCTSwiGLUMLP
+from .layers_lact_audio import LaCTRMSNorm, LaCTSwiGLUMLP, rotary_cos_sin
 from .mixer_lact_audio import LaCTAudioMixer
 
 
@@ -29,8 +29,8 @@ class LaCTAudioBlock(GradientCheckpointingLayer):
         self.mlp = LaCTSwiGLUMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, positions, frame_mask=None, layer_cache=None):
-        mixed, new_cache = self.mixer(self.mixer_norm(hidden), positions, frame_mask, layer_cache)
+    def forward(self, hidden, positions, frame_mask=None, layer_cache=None, rotary=None):
+        mixed, new_cache = self.mixer(self.mixer_norm(hidden), positions, frame_mask, layer_cache, rotary)
         hidden = hidden + self.dropout(mixed)
         hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden, new_cache
@@ -161,6 +161,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
 
         start = 0 if cache is None else cache.seen_frames
         positions = torch.arange(start, start + hidden.shape[1], device=hidden.device)
+        rotary = rotary_cos_sin(positions, self.config.attention_head_dim, self.config.rope_theta, torch.float32)
         all_hidden = [hidden] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             layer_cache = None
@@ -169,7 +170,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
                 if self.config.attention_pattern == "bidirectional":
                     # Offline segments: attention does not cross calls, the fast weights do.
                     layer_cache = LaCTLayerCache(fast=layer_cache.fast)
-            hidden, new_layer_cache = layer(hidden, positions, frame_mask, layer_cache=layer_cache)
+            hidden, new_layer_cache = layer(hidden, positions, frame_mask, layer_cache=layer_cache, rotary=rotary)
             if cache is not None:
                 cache.layer_caches[i] = new_layer_cache
             if output_hidden_states:

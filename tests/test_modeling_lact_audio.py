@@ -276,3 +276,19 @@ def test_config_round_trip_keeps_every_field(tmp_path):
     for key, value in config.to_diff_dict().items():
         assert getattr(loaded, key) == value, key
     assert copy.deepcopy(config).lact_hidden_dim == config.lact_hidden_dim
+
+
+def test_rms_norm_matches_the_formula_and_keeps_the_input_dtype():
+    from modeling_lact_audio.layers_lact_audio import LaCTRMSNorm
+
+    norm = LaCTRMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, generator=torch.Generator().manual_seed(0)))
+    x = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    want = norm.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(norm(x), want)
+    (g,) = torch.autograd.grad(norm(x).sum(), x)
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(g, g_want)
+    assert norm(x.detach().bfloat16()).dtype == torch.bfloat16
+

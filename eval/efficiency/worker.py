@@ -98,7 +98,7 @@ def run_layer(job):
         xg = x.clone().requires_grad_(True)
 
         def fwd(x=x, pos=pos):
-            with torch.no_grad(), autocast(device):
+            with torch.inference_mode(), autocast(device):
                 module(x, pos)
 
         def fwd_bwd(xg=xg, pos=pos):
@@ -145,7 +145,7 @@ def run_model(job):
 
         def infer(feats=feats):
             model.eval()
-            with torch.no_grad(), autocast(device):
+            with torch.inference_mode(), autocast(device):
                 model(input_features=feats)
 
         def train(feats=feats, labels=labels):
@@ -234,7 +234,7 @@ def run_decode(job):
         seen = 0 if cache is None else cache.seen_inputs
         t0 = time.perf_counter()
         try:
-            with torch.no_grad(), autocast(device):
+            with torch.inference_mode(), autocast(device):
                 while seen < ctx:
                     n = min(job["prefill_piece"], ctx - seen)
                     ids = torch.randint(0, V, (K, n), device=device)
@@ -291,7 +291,7 @@ def run_stream(job):
         if piece % config.total_stride:
             emit({"section": "stream", "chunk_ms": chunk_ms, "stopped": "chunk not a multiple of the front-end stride"})
             continue
-        with torch.no_grad(), autocast(device):
+        with torch.inference_mode(), autocast(device):
             cache = None
             for s in range(0, min(n_feat, 4 * piece), piece):  # warm-up stream
                 cache = model(input_features=feats[:, s : s + piece], past_key_values=cache, use_cache=True)
