@@ -30,6 +30,10 @@ _SIZES = {
         intermediate_size=768,
         lact_chunk_size=64,
         window_size=32,
+        # No momentum: a chunk's update then has rank <= 64 < Dh = 128 and Muon runs in its 64 x 64
+        # factor space (newton_schulz_factored), 3x cheaper for 160 ms streaming; 600-step runs with
+        # and without momentum reach the same validation CER (eval/results/small_600_steps).
+        use_momentum=False,
     ),
     "base": dict(
         hidden_size=768,
