@@ -186,7 +186,8 @@ def markdown_table(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """WER per split with 95% intervals; training loss and validation WER when a run log is next to the model."""
+    """WER (top) and CER (bottom) per split with 95% intervals; training loss and the validation curves
+    when a run log is next to the model. CER carries the signal while WER sits at 100% early in training."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,34 +195,40 @@ def plot(results: dict, path: Path) -> None:
 
     logs = {n: Path(e["folder"]).parent / "log.jsonl" for n, e in results.items()}
     logs = {n: p for n, p in logs.items() if p.exists()}
-    fig, axes = plt.subplots(1, 3 if logs else 1, figsize=(16 if logs else 7, 4.5), squeeze=False)
-    ax = axes[0, 0]
+    fig, axes = plt.subplots(2, 3 if logs else 1, figsize=(16 if logs else 7, 8), squeeze=False)
     names = list(results)
     splits = list(dict.fromkeys(s for e in results.values() for s in e["splits"]))  # first-seen order
     width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        rs = [results[name]["splits"].get(s) for s in splits]
-        x = np.arange(len(splits)) + i * width
-        wer = np.array([100 * r["wer"] if r else np.nan for r in rs])
-        low = np.array([100 * (r["wer"] - r["wer_ci95"][0]) if r else 0 for r in rs])
-        high = np.array([100 * (r["wer_ci95"][1] - r["wer"]) if r else 0 for r in rs])
-        ax.bar(x, wer, width, yerr=[low, high], capsize=3, label=name)
-    ax.set_xticks(np.arange(len(splits)) + width * (len(names) - 1) / 2, splits, rotation=20, fontsize=8)
-    ax.set_ylabel("WER % (95% bootstrap CI)")
-    ax.set_ylim(0, 150)  # untrained models insert without bound; the interesting range is below 100%
-    ax.legend(fontsize=8)
+    for row, metric in enumerate(("wer", "cer")):
+        ax = axes[row, 0]
+        for i, name in enumerate(names):
+            rs = [results[name]["splits"].get(s) for s in splits]
+            x = np.arange(len(splits)) + i * width
+            val = np.array([100 * r[metric] if r else np.nan for r in rs])
+            low = np.array([100 * (r[metric] - r[f"{metric}_ci95"][0]) if r else 0 for r in rs])
+            high = np.array([100 * (r[f"{metric}_ci95"][1] - r[metric]) if r else 0 for r in rs])
+            ax.bar(x, val, width, yerr=[low, high], capsize=3, label=name)
+        ax.set_xticks(np.arange(len(splits)) + width * (len(names) - 1) / 2, splits, rotation=20, fontsize=8)
+        ax.set_ylabel(f"{metric.upper()} % (95% bootstrap CI)")
+        ax.set_ylim(0, 150)  # untrained models insert without bound; the interesting range is below 100%
+        ax.legend(fontsize=8)
     if logs:
         for name, log in logs.items():
             rows = [json.loads(line) for line in log.read_text().splitlines()]
             steps = [r["step"] for r in rows if "loss" in r]
             axes[0, 1].plot(steps, [r["loss"] for r in rows if "loss" in r], label=name)
-            evals = [r for r in rows if "eval" in r and "wer" in r["eval"]]
-            if evals:
-                axes[0, 2].plot([r["step"] for r in evals], [100 * r["eval"]["wer"] for r in evals], "o-", label=name)
+            for row, metric in enumerate(("wer", "cer")):
+                evals = [r for r in rows if "eval" in r and metric in r["eval"]]
+                if evals:
+                    axes[row, 2].plot(
+                        [r["step"] for r in evals], [100 * r["eval"][metric] for r in evals], "o-", label=name
+                    )
         axes[0, 1].set(xlabel="step", ylabel="training loss", yscale="log")
-        axes[0, 2].set(xlabel="step", ylabel="validation WER %", ylim=(0, 150))
         axes[0, 1].legend(fontsize=8)
-        axes[0, 2].legend(fontsize=8)
+        axes[1, 1].axis("off")
+        for row, metric in enumerate(("wer", "cer")):
+            axes[row, 2].set(xlabel="step", ylabel=f"validation {metric.upper()} %", ylim=(0, 150))
+            axes[row, 2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
