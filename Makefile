@@ -13,10 +13,15 @@ export TRANSFORMERS_OFFLINE := 1
 # Debian main packages: ffmpeg for torchcodec (datasets' Audio, torchaudio.load); voices, real speech,
 # noise and text for the corpus builder.
 SYSTEM_APT := ffmpeg
+# jemalloc for the benchmarks: glibc returns every freed block over 32 MiB to the kernel, so each
+# repetition of a long-context point pays its page faults again (PyTorch's CPU tuning guide advice).
+BENCH_APT := libjemalloc2
+JEMALLOC := /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+BENCH_ENV = $(if $(wildcard $(JEMALLOC)),LD_PRELOAD=$(JEMALLOC))
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
 
-.PHONY: install system-deps corpus-deps test lint demo bench bench-quick corpus whisper-baseline verify-whisper clean
+.PHONY: install system-deps corpus-deps bench-deps test lint demo bench bench-quick corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,12 +59,15 @@ demo: install
 	$(PY) run_scripts/demo.py
 
 BENCH_THREADS ?= 1
-bench: install
-	$(PY) eval/bench_lact_op.py
-	$(PY) eval/efficiency/run.py --threads $(BENCH_THREADS)
+bench-deps:
+	$(call apt_install,$(BENCH_APT))
 
-bench-quick: install
-	$(PY) eval/efficiency/run.py --quick --threads $(BENCH_THREADS)
+bench: install bench-deps
+	$(BENCH_ENV) $(PY) eval/bench_lact_op.py
+	$(BENCH_ENV) $(PY) eval/efficiency/run.py --threads $(BENCH_THREADS)
+
+bench-quick: install bench-deps
+	$(BENCH_ENV) $(PY) eval/efficiency/run.py --quick --threads $(BENCH_THREADS)
 
 corpus: install
 	OMP_NUM_THREADS=1 $(PY) run_scripts/make_corpus.py --output data/corpus --workers 2

@@ -109,6 +109,9 @@ def machine_info(device: str) -> dict:
         "python": platform.python_version(),
         "device": device,
         "loadavg": list(os.getloadavg()),
+        # glibc malloc hands blocks over 32 MiB back to the kernel on free: long-context points then
+        # pay their page faults on every repetition; `make bench` preloads jemalloc when installed.
+        "allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()

@@ -169,7 +169,10 @@ def render(results, plots) -> str:
         "",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, device {m['device']}"
         + (f" ({m['gpu']})" if m.get("gpu") else ""),
-        f"- torch {m['torch']}, transformers {m.get('transformers', '?')}, python {m['python']}",
+        f"- torch {m['torch']}, transformers {m.get('transformers', '?')}, python {m['python']}, "
+        f"allocator {m.get('allocator', 'glibc malloc')}"
+        + "".join(f"; section re-run: {', '.join(r['sections'])} ({r['machine'].get('allocator', 'glibc malloc')})"
+                  for r in results.get("resumed", [])),
         f"- load average at start {m['loadavg'][0]:.2f}, at end {m.get('loadavg_end', [float('nan')])[0]:.2f} "
         "(the cores are shared: every record carries the load average it ran under)",
         f"- preset `{results['sizes']['preset']}`; times are medians [min, max] over n runs after a warm-up, in ms",
