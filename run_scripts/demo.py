@@ -1,6 +1,6 @@
 """`make demo`: a small corpus, the shipped checkpoint offline and streamed, two tiny models trained, one table.
 
-    python run_scripts/demo.py [--hours 1] [--steps 600] [--checkpoint model_cards/checkpoints/lact_tiny_ctc]
+    python run_scripts/demo.py [--hours 1] [--steps 600] [--checkpoint model_cards/checkpoints/lact_small_ctc]
 
 1. builds a small corpus (``make_corpus.py --hours H``) under ``outputs/demo/corpus``;
 2. transcribes held-out and real speech with the shipped checkpoint, offline (one call) and streamed
@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0, help="synthetic hours of the demo corpus")
     parser.add_argument("--steps", type=int, default=600, help="training steps of each tiny model")
-    parser.add_argument("--checkpoint", default="model_cards/checkpoints/lact_tiny_ctc")
+    parser.add_argument("--checkpoint", default="model_cards/checkpoints/lact_small_ctc")
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--max_examples", type=int, default=150, help="utterances per test split in the table")
     args = parser.parse_args()

@@ -6,9 +6,11 @@ do not edit; edit kernels/ and run ``python run_scripts/bundle_kernels.py``. The
 """
 
 from __future__ import annotations
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from typing import Optional
+import math
 import torch
 import torch.nn.functional as F
 
@@ -57,6 +59,9 @@ class FastWeightState:
         pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
         seen: number of tokens the stream has consumed (padding positions included), which fixes
             where chunk boundaries fall.
+        stacked: ``[B*H, 3*Dh, D]`` or None: the op's working layout (w0; w2; w1^T) of which w0, w1,
+            w2 are views, kept so that the next call of a stream need not copy them into it again.
+            Only the op sets it; every transformation of the state drops it.
 
     The weights are kept in float32 (float64 when created from float64 weights), also when the op
     runs under bf16 autocast.
@@ -73,6 +78,7 @@ class FastWeightState:
     m2: Optional[Tensor] = None
     pending: Optional[PendingChunk] = None
     seen: int = 0
+    stacked: Optional[Tensor] = field(default=None, repr=False)
 
     @classmethod
     def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
@@ -147,6 +153,7 @@ class FastWeightState:
             m1=opt(self.m1),
             m2=opt(self.m2),
             pending=None if self.pending is None else self.pending.map(fn),
+            stacked=None,
         )
 
     def detach(self) -> FastWeightState:
@@ -207,6 +214,91 @@ def newton_schulz(x: Tensor, steps: int) -> Tensor:
     if transpose:
         X = X.mT
     return X.reshape(*lead, m, n)
+
+
+def newton_schulz_flops(m: int, n: int, steps: int, rank: int | None = None) -> int:
+    """Matmul flops of one ``m x n`` Newton-Schulz call: dense, or factored for a ``rank``-r input.
+
+    Dense: ``steps * (4 m'^2 n' + 2 m'^3)`` with ``m' = min(m, n)``. Factored (``rank`` given, see
+    ``newton_schulz_factored``): two Gram matrices ``2 r^2 (m + n)``, ``10 r^3`` a step, and the
+    product back to ``m x n``: ``2 m r^2 + 2 m n r``.
+    """
+    if rank is None:
+        lo, hi = min(m, n), max(m, n)
+        return steps * (4 * lo * lo * hi + 2 * lo**3)
+    r = rank
+    return 2 * r * r * (m + n) + 10 * steps * r**3 + 2 * m * r * r + 2 * m * n * r
+
+
+def factored_is_cheaper(m: int, n: int, rank: int, steps: int) -> bool:
+    """Whether ``newton_schulz_factored`` should replace the dense iteration for a rank-``rank`` input.
+
+    True when it needs at most half the dense flops: its r x r products are small, less efficient GEMMs.
+    """
+    return steps > 0 and 2 * newton_schulz_flops(m, n, steps, rank) <= newton_schulz_flops(m, n, steps)
+
+
+def _factor_iterations(C: Tensor, K: Tensor, G: Tensor, steps: int) -> Tensor:
+    """``steps`` Newton-Schulz steps on the ``r x r`` factor: ``S = C G C^T K; C = (a I + b S + c S^2) C``."""
+    a, b, c = NS_COEFFS
+    for _ in range(steps):
+        S = torch.bmm(torch.bmm(torch.bmm(C, G), C.mT), K)  # C G C^T K
+        P = torch.baddbmm(S, S, S, beta=b, alpha=c)  # b S + c S^2
+        C = torch.baddbmm(C, P, C, beta=a)  # (a I + b S + c S^2) C
+    return C
+
+
+def newton_schulz_factored(left: Tensor, right: Tensor, steps: int, add_to: Tensor | None = None) -> Tensor:
+    """``newton_schulz(left @ right, steps)`` computed through the ``r x r`` factor space.
+
+    A rank-r input ``X = L R`` stays ``L C R`` under the iteration: with ``K = L^T L`` and
+    ``G = R R^T`` (``r x r``), ``X X^T X = L (C G C^T K) C R``, so each step is
+    ``S = C G C^T K; C = (a I + b S + c S^2) C`` on ``r x r`` matrices, starting from
+    ``C = I / (||X||_F + 1e-7)`` with ``||X||_F^2 = trace(K G)``. Exact in exact arithmetic (the
+    dense iteration's transpose for tall matrices changes nothing: the polynomial is odd in X).
+    A fast-weight gradient over a chunk of r < Dh tokens has this form, so short chunks (streaming,
+    small presets) orthogonalise for ``O(r^3)`` a step instead of ``O(Dh^2 D)``.
+
+    Args:
+        left: ``[N, m, r]``; right: ``[N, r, n]`` floating point.
+        steps: Newton-Schulz iterations (>= 0).
+        add_to: optional ``[N, m, n]``; when given, returns ``add_to + result`` in one fused product, in
+            the wider of ``add_to``'s and ``left``'s dtypes (autocast does not narrow it).
+
+    Returns:
+        ``[N, m, n]`` in ``left``'s dtype (the autocast dtype under autocast; with ``add_to``, the
+        promoted dtype). The ``r x r`` algebra
+        runs in at least float32 (it is tiny); only the final ``[m, r] x [r, n]`` product is dense.
+    """
+    if steps < 0:
+        raise ValueError(f"newton_schulz_factored: steps must be >= 0, got {steps}")
+    if left.dim() != 3 or right.dim() != 3 or left.shape[0] != right.shape[0] or left.shape[2] != right.shape[1]:
+        raise ValueError(
+            f"newton_schulz_factored: need left [N, m, r] and right [N, r, n], got {tuple(left.shape)} "
+            f"and {tuple(right.shape)}"
+        )
+    r = left.shape[2]
+    dtype = torch.promote_types(left.dtype, torch.float32)
+    with torch.autocast(left.device.type, enabled=False):
+        L, R = left.to(dtype), right.to(dtype)
+        K = torch.bmm(L.mT, L)  # [N, r, r]
+        G = torch.bmm(R, R.mT)  # [N, r, r]
+        sq = (K * G).sum(dim=(1, 2))  # ||L R||_F^2 = trace(K G), G symmetric
+        # Clamped: a zero update (a fully padded chunk) gets a zero gradient, not sqrt's infinite one;
+        # its L is zero, so the result is zero either way, as in the dense path.
+        norm = sq.clamp(min=1e-30).sqrt()
+        C0 = torch.eye(r, dtype=dtype, device=left.device) / (norm + 1e-7)[:, None, None]
+        if torch.is_grad_enabled() and (C0.requires_grad or K.requires_grad or G.requires_grad):
+            # Recompute the r x r loop in backward: it is cheap, and keeping its ~25 intermediates per
+            # update would hold most of a training step's memory (840 MB of 2.4 GB for `small` at 2k frames).
+            C = checkpoint(_factor_iterations, C0, K, G, steps, use_reentrant=False)
+        else:
+            C = _factor_iterations(C0, K, G, steps)
+        LC = torch.bmm(L, C)  # [N, m, r]
+        if add_to is not None:  # in add_to's precision: a float32 state must not round through bf16
+            out = torch.promote_types(add_to.dtype, left.dtype)
+            return torch.baddbmm(add_to.to(out), LC.to(out), right.to(out))
+    return torch.bmm(LC.to(left.dtype), right)
 
 
 # ---- kernels/validation.py ----
@@ -283,9 +375,14 @@ def check_lact_inputs(
         )
     if T == 0:
         return
-    for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr)):
-        _finite(name, t)
-    if bool(lr.min() < 0):
+    # One float32 sum over all four inputs is finite exactly when they all are (short of overflow):
+    # a single host sync on the streaming path, then a per-input search only when something is wrong.
+    total = sum(t.sum(dtype=torch.float32) for t in (q, k, v, lr))
+    finite_total, lr_min = torch.stack([total, lr.min().float()]).tolist()
+    if not math.isfinite(finite_total):
+        for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr)):
+            _finite(name, t)
+    if lr_min < 0:
         raise ValueError("lact_swiglu: lr must be non-negative (use softplus to produce rates)")
     if momentum is not None:
         _finite("momentum", momentum)
@@ -322,11 +419,12 @@ def _apply(W: Tensor, x: Tensor) -> Tensor:
     return torch.bmm(F.silu(gh[..., :Dh]) * gh[..., Dh:], W[:, 2 * Dh :])
 
 
-def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
-    """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>`` (12·C·D·Dh flops per head).
+def _gradient_factors(W: Tensor, k: Tensor, v: Tensor, lr: Tensor):
+    """The chunk's update ``-sum_t lr_t dL_t/dW`` as token-major factors (12·C·D·Dh flops per head in all).
 
     W: ``[BH, 3·Dh, D]`` (w0, w2, w1^T stacked); k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on
-    padding). Returns the update in the same stacked layout ``[BH, 3·Dh, D]``.
+    padding). Returns ``(x02 [BH, C, 2Dh], y1 [BH, C, Dh], k, v1 [BH, C, D])`` with
+    ``d(w0; w2) = x02^T k`` and ``d(w1^T) = y1^T v1``: every block of the update has rank <= C.
     """
     Dh = W.shape[1] // 3
     gh = torch.bmm(k, W[:, : 2 * Dh].mT)  # [BH, C, 2Dh]
@@ -334,12 +432,59 @@ def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
     dh = torch.bmm(v, W[:, 2 * Dh :].mT)  # w1^T v: [BH, C, Dh]
     sig = torch.sigmoid(g)
     silu_g = g * sig
-    dw1t = torch.bmm((silu_g * h).mT, v * lr[..., 1:2])  # [BH, Dh, D]
-    # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig)
-    dsilu = sig + silu_g * (1 - sig)
-    x = torch.cat([dh * h * dsilu * lr[..., 0:1], dh * silu_g * lr[..., 2:3]], dim=-1)  # [BH, C, 2Dh]
-    dw02 = torch.bmm(x.mT, k)  # [BH, 2Dh, D]: dw0 and dw2 in one GEMM
-    return torch.cat([dw02, dw1t], dim=1)
+    # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig); fused ops keep the passes over
+    # [BH, C, Dh] few (they are memory-bound next to the GEMMs once a chunk outgrows the cache)
+    dsilu = torch.addcmul(sig, silu_g, 1 - sig)
+    dh0, dh2 = dh * lr[..., 0:1], dh * lr[..., 2:3]
+    x02 = torch.cat([dh0.mul_(h).mul_(dsilu), dh2.mul_(silu_g)], dim=-1)  # [BH, C, 2Dh]
+    return x02, silu_g * h, k, v * lr[..., 1:2]
+
+
+def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
+    """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>``, as a dense ``[BH, 3·Dh, D]``.
+
+    Same arguments as ``_gradient_factors``; dw0 and dw2 come out of one GEMM.
+    """
+    return _dense_update(*_gradient_factors(W, k, v, lr))
+
+
+# CPU: token blocks whose [BH, n, 2·Dh] intermediates stay within about this many bytes (cache-resident);
+# a large chunk's elementwise passes otherwise stream every intermediate through DRAM.
+CPU_BLOCK_BYTES = 1 << 19
+
+
+def _token_block(x: Tensor, BH: int, Dh: int) -> int:
+    """Tokens per block for the elementwise-heavy parts of a chunk: the whole chunk on GPUs."""
+    if x.device.type != "cpu":
+        return x.shape[1]
+    return max(64, 1 << max(0, (CPU_BLOCK_BYTES // (BH * 2 * Dh * x.element_size())).bit_length() - 1))
+
+
+def _blocked_dense_update(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
+    """``_gradients`` over token blocks of ``_token_block`` (sums of the blocks' updates): ``[BH, 3·Dh, D]``."""
+    BH, C = k.shape[:2]
+    n = _token_block(k, BH, W.shape[1] // 3)
+    if n >= C:
+        return _dense_update(*_gradient_factors(W, k, v, lr))
+    out = None
+    for kb, vb, lb in zip(k.split(n, 1), v.split(n, 1), lr.split(n, 1)):
+        part = _dense_update(*_gradient_factors(W, kb, vb, lb))
+        out = part if out is None else out.add_(part)  # out is a fresh sum nobody saved for backward
+    return out
+
+
+def _dense_update(x02: Tensor, y1: Tensor, k: Tensor, v1: Tensor) -> Tensor:
+    """The factors of ``_gradient_factors`` multiplied out: ``[BH, 3·Dh, D]`` (x02^T k; y1^T v1)."""
+    return torch.cat([torch.bmm(x02.mT, k), torch.bmm(y1.mT, v1)], dim=1)
+
+
+def _add_orthogonalised_update(W: Tensor, x02: Tensor, y1: Tensor, k: Tensor, v1: Tensor, steps: int) -> Tensor:
+    """``W`` plus the Newton-Schulz of each block of the rank-C update, run in the ``C x C`` factor
+    space (``newton_schulz_factored``), the addition fused into the last product: ``[BH, 3·Dh, D]``."""
+    BH, C, Dh = y1.shape
+    left = torch.cat([x02, y1], dim=-1).view(BH, C, 3, Dh).permute(0, 2, 3, 1).reshape(BH * 3, Dh, C)
+    right = torch.stack([k, k, v1], dim=1).reshape(BH * 3, C, k.shape[-1])
+    return newton_schulz_factored(left, right, steps, add_to=W.reshape(BH * 3, Dh, -1)).view(BH, 3 * Dh, -1)
 
 
 def lact_swiglu(
@@ -394,9 +539,12 @@ def lact_swiglu(
         autocast); the input state is never modified.
 
     Cost: 18·T·H·D·Dh flops (read, gradient recomputation, three gradient products) plus
-    ``muon_steps`` Newton-Schulz iterations per chunk. Differentiable with respect to q, k, v, lr,
-    momentum and the initial weights. Under bf16 autocast the matmuls run in bf16 while the state
-    stays in float32.
+    ``muon_steps`` Newton-Schulz iterations per chunk. Without momentum a chunk's update has rank
+    <= its length C, and when C is small next to ``min(D, Dh)`` (streaming, small presets) the
+    iteration runs on ``C x C`` factors (``newton_schulz_factored``), not on ``Dh x D`` matrices.
+    On the CPU a long chunk's gradient and read run in cache-sized token blocks (``CPU_BLOCK_BYTES``).
+    Differentiable with respect to q, k, v, lr, momentum and the initial weights. Under bf16 autocast
+    the matmuls run in bf16 while the state stays in float32.
     """
     check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
     B, T, H, D = q.shape
@@ -427,7 +575,7 @@ def lact_swiglu(
     # One split per input: its backward is a single cat, where per-chunk slicing would zero-fill a
     # whole [B, T, H, D] gradient for every chunk (quadratic in T during training).
     pieces = {
-        name: None if t is None else t.split(sizes, 1)
+        name: None if t is None else (t,) if len(sizes) == 1 else t.split(sizes, 1)
         for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr), ("momentum", momentum), ("mask", mask))
     }
 
@@ -451,7 +599,9 @@ def lact_swiglu(
     def stack(w0, w1, w2):  # [B, H, ...] x3 -> [BH, 3Dh, D] (w0; w2; w1^T)
         return torch.cat([w0, w2, w1.mT], dim=2).reshape(B * H, 3 * Dh, D)
 
-    W = stack(state.w0, state.w1, state.w2)
+    W = state.stacked
+    if W is None or W.shape != (B * H, 3 * Dh, D) or W.dtype != state.dtype:
+        W = stack(state.w0, state.w1, state.w2)
     norm02 = torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * Dh, 1)
     norm1t = state.w1_norm.reshape(B * H, 1, D)  # w1's row norms are w1^T's column norms
     M = None
@@ -460,7 +610,12 @@ def lact_swiglu(
 
     def update(i: int) -> None:
         nonlocal W, M
-        dW = _gradients(W, to_bh(stream("k", i)), to_bh(stream("v", i)), to_bh(stream("lr", i).to(lr_dtype)))
+        k_c, v_c, lr_c = to_bh(stream("k", i)), to_bh(stream("v", i)), to_bh(stream("lr", i).to(lr_dtype))
+        # Without momentum the update keeps rank <= C: a short chunk orthogonalises in the factor space.
+        factored = momentum is None and factored_is_cheaper(Dh, D, k_c.shape[1], muon_steps)
+        if factored:
+            factors = _gradient_factors(W, k_c, v_c, lr_c)
+        dW = None if factored else _blocked_dense_update(W, k_c, v_c, lr_c)
         has = count = None
         mask_c = stream("mask", i)
         if mask_c is not None:
@@ -473,24 +628,29 @@ def lact_swiglu(
             new_M = beta[:, None, None] * M + dW
             dW = new_M
             M = new_M if has is None else torch.where(has, new_M, M)
-        if muon_steps > 0:
-            dW = newton_schulz(dW.reshape(B * H * 3, Dh, D), muon_steps).reshape(B * H, 3 * Dh, D)
-        new_W = W + dW
+        if factored:
+            new_W = _add_orthogonalised_update(W, *factors, muon_steps)
+        else:
+            if muon_steps > 0:
+                dW = newton_schulz(dW.reshape(B * H * 3, Dh, D), muon_steps).reshape(B * H, 3 * Dh, D)
+            new_W = W + dW
         if weight_norm:
             w02, w1t = new_W[:, : 2 * Dh], new_W[:, 2 * Dh :]
-            new_W = torch.cat(
-                [
-                    w02 * (norm02 / (w02.norm(dim=-1, keepdim=True) + 1e-5)),
-                    w1t * (norm1t / (w1t.norm(dim=-2, keepdim=True) + 1e-5)),
-                ],
-                dim=1,
-            )
+            scale02 = norm02 / (w02.norm(dim=-1, keepdim=True) + 1e-5)
+            scale1t = norm1t / (w1t.norm(dim=-2, keepdim=True) + 1e-5)
+            if torch.is_grad_enabled() and new_W.requires_grad:
+                new_W = torch.cat([w02 * scale02, w1t * scale1t], dim=1)
+            else:  # inference: rescale the fresh tensor in place, no copy
+                w02.mul_(scale02)
+                w1t.mul_(scale1t)
         W = new_W if has is None else torch.where(has, new_W, W)
 
     outs = []
 
     def read(i: int) -> None:  # this call's tokens of span i
-        o = _apply(W, to_bh(pieces["q"][i]))
+        q_i = to_bh(pieces["q"][i])
+        n = _token_block(q_i, B * H, Dh)
+        o = _apply(W, q_i) if n >= q_i.shape[1] else torch.cat([_apply(W, x) for x in q_i.split(n, 1)], 1)
         o = o.reshape(B, H, sizes[i], D).transpose(1, 2)  # [B, n, H, D]
         outs.append(o if mask is None else o * pieces["mask"][i][:, :, None, None].to(o.dtype))
 
@@ -531,5 +691,6 @@ def lact_swiglu(
         m2=m2,
         pending=new_pending,
         seen=state.seen + T,
+        stacked=W,
     )
     return o, new_state

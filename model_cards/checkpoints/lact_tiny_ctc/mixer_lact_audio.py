@@ -31,7 +31,9 @@ class LaCTAudioMixer(nn.Module):
     ``mixer="attention"`` / ``"sliding_window"``: the attention branch alone (baselines).
 
     forward: ``x [B, T, hidden]``, ``positions [T]`` (absolute frame indices), ``frame_mask [B, T]``
-    bool or None, ``layer_cache`` or None -> ``(out [B, T, hidden], new layer_cache or None)``.
+    bool or None, ``layer_cache`` or None, ``rotary`` (float32 ``cos, sin [T, head_dim]`` of
+    ``rotary_cos_sin(positions, ...)``, shared by every layer; computed here when None)
+    -> ``(out [B, T, hidden], new layer_cache or None)``.
     """
 
     def __init__(self, config: LaCTAudioConfig, layer_idx: int):
@@ -93,19 +95,23 @@ class LaCTAudioMixer(nn.Module):
         o = self.lact_norm(o).reshape(B, T, H * D).to(x.dtype)
         return o * F.silu(self.gate_proj(x)), state
 
-    def _attention(self, q, k, v, positions, frame_mask, layer_cache):
+    def _attention(self, q, k, v, positions, frame_mask, layer_cache, rotary=None):
         B, T, _ = q.shape
         shape = (B, T, self.num_heads, self.head_dim)
         q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))  # [B, H, T, Dh]
-        cos, sin = rotary_cos_sin(positions, self.head_dim, self.config.rope_theta, q.dtype)
+        if rotary is None:
+            rotary = rotary_cos_sin(positions, self.head_dim, self.config.rope_theta, torch.float32)
+        cos, sin = (t.to(q.dtype) for t in rotary)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        key_mask = frame_mask if frame_mask is not None else torch.ones(B, T, dtype=torch.bool, device=q.device)
+        key_mask = frame_mask  # [B, Tk] bool; None: every key is a real frame (no mask work at all)
         k_pos = positions
         if layer_cache is not None and layer_cache.keys is not None:
             n = layer_cache.keys.shape[2]
             k = torch.cat([layer_cache.keys.to(k.dtype), k], dim=2)
             v = torch.cat([layer_cache.values.to(v.dtype), v], dim=2)
-            key_mask = torch.cat([layer_cache.key_mask, key_mask], dim=1)
+            if key_mask is not None or layer_cache.key_mask is not None:
+                ones = lambda m, n: m if m is not None else torch.ones(B, n, dtype=torch.bool, device=q.device)
+                key_mask = torch.cat([ones(layer_cache.key_mask, n), ones(key_mask, T)], dim=1)
             k_pos = torch.cat([positions[0] - n + torch.arange(n, device=q.device), positions])
         impl = self.config._attn_implementation or "sdpa"
         dropout = self.config.attention_dropout if self.training else 0.0
@@ -117,7 +123,7 @@ class LaCTAudioMixer(nn.Module):
                 q,
                 k,
                 v,
-                None if frame_mask is None and key_mask.all() else key_mask.long(),
+                None if key_mask is None or (frame_mask is None and key_mask.all()) else key_mask.long(),
                 dropout=dropout,
                 scaling=self.scaling,
                 is_causal=self.is_causal,
@@ -141,7 +147,7 @@ class LaCTAudioMixer(nn.Module):
             new_cache = LaCTLayerCache(
                 keys=k[:, :, k.shape[2] - keep :],
                 values=v[:, :, v.shape[2] - keep :],
-                key_mask=key_mask[:, key_mask.shape[1] - keep :],
+                key_mask=None if key_mask is None else key_mask[:, key_mask.shape[1] - keep :],
             )
         return out.reshape(B, T, -1), new_cache
 
@@ -151,15 +157,19 @@ class LaCTAudioMixer(nn.Module):
         return self.window + extra
 
     def _block_mask(self, q_pos, k_pos, key_mask):
-        """``[B, 1, Tq, Tk]`` bool: the pattern's allowed pairs among real keys; a padded query sees itself.
+        """``[B or 1, 1, Tq, Tk]`` bool: the pattern's allowed pairs among real keys (``key_mask [B, Tk]``,
+        None when every key is real); a padded query sees itself.
 
         (A padded query may have no key at all; seeing itself keeps SDPA finite, and its output is unused.)
         """
         allowed = attention_allowed(
             q_pos, k_pos, self.config.attention_pattern, self.window, self.config.lact_chunk_size
         )
+        if key_mask is None:
+            return allowed[None, None]
         mask = allowed[None, None] & key_mask[:, None, None, :]
-        query_pad = ~key_mask[:, bisect_left(k_pos.tolist(), int(q_pos[0])) :][:, : q_pos.shape[0]]  # [B, Tq]
+        first = int(q_pos[0]) - int(k_pos[0])  # key positions are contiguous: the queries' index among them
+        query_pad = ~key_mask[:, first : first + q_pos.shape[0]]  # [B, Tq]
         diag = (k_pos[None, :] == q_pos[:, None])[None, None]
         return mask | (diag & query_pad[:, None, :, None])
 
@@ -167,7 +177,7 @@ class LaCTAudioMixer(nn.Module):
         """Windowed attention in query blocks of ``lact_chunk_size`` frames: O(T·(window + chunk)), not O(T²).
 
         q ``[B, H, T, Dh]``; k, v ``[B, H, n_cached + T, Dh]`` (cached keys first, contiguous positions);
-        key_mask ``[B, n_cached + T]``. Returns ``[B, T, H, Dh]``.
+        key_mask ``[B, n_cached + T]`` or None (no padding). Returns ``[B, T, H, Dh]``.
         """
         C, W, pattern = self.config.lact_chunk_size, self.window, self.config.attention_pattern
         T = q.shape[2]
@@ -178,31 +188,40 @@ class LaCTAudioMixer(nn.Module):
             bounds.append((a, b))
             a = b
         sizes = [b - a for a, b in bounds]
+        if len(bounds) == 1:  # one query block (streaming pieces, short inputs): slice, no split/gather
+            a, b = bounds[0]
+            lo = a - W if pattern != "block_causal" else min(a - W, a // C * C)
+            hi = min(q_end, b + W) if pattern == "bidirectional" else b
+            lo = max(lo, k_start)
+            ks, vs = k[:, :, lo - k_start : hi - k_start], v[:, :, lo - k_start : hi - k_start]
+            ms = None if key_mask is None else key_mask[:, lo - k_start : hi - k_start]
+            mask = self._block_mask(torch.arange(a, b, device=q.device), torch.arange(lo, hi, device=q.device), ms)
+            return attn_fn(self, q, ks, vs, mask, dropout=dropout, scaling=self.scaling, is_causal=False)[0]
         # Split once (a cheap backward), then gather the few key blocks each query block needs.
         k_sizes = ([n_cached] if n_cached else []) + sizes
         starts = [k_start + sum(k_sizes[:i]) for i in range(len(k_sizes))]
-        k_blocks, v_blocks, m_blocks = k.split(k_sizes, 2), v.split(k_sizes, 2), key_mask.split(k_sizes, 1)
+        k_blocks, v_blocks = k.split(k_sizes, 2), v.split(k_sizes, 2)
+        m_blocks = None if key_mask is None else key_mask.split(k_sizes, 1)
         outs = []
         for q_block, (a, b) in zip(q.split(sizes, 2), bounds):
             lo = a - W if pattern != "block_causal" else min(a - W, a // C * C)
             hi = min(q_end, b + W) if pattern == "bidirectional" else b
             first = max(0, bisect_right(starts, lo) - 1)
             last = bisect_left(starts, hi)
-            ks, vs, ms = (
-                torch.cat(blocks[first:last], dim) for blocks, dim in ((k_blocks, 2), (v_blocks, 2), (m_blocks, 1))
-            )
+            ks, vs = (torch.cat(blocks[first:last], 2) for blocks in (k_blocks, v_blocks))
             cut = max(lo, starts[first]) - starts[first]
             n = min(hi, q_end) - max(lo, starts[first])
-            ks, vs, ms = ks[:, :, cut : cut + n], vs[:, :, cut : cut + n], ms[:, cut : cut + n]
+            ks, vs = ks[:, :, cut : cut + n], vs[:, :, cut : cut + n]
+            ms = None if m_blocks is None else torch.cat(m_blocks[first:last], 1)[:, cut : cut + n]
             k_pos = torch.arange(max(lo, starts[first]), max(lo, starts[first]) + n, device=q.device)
             mask = self._block_mask(torch.arange(a, b, device=q.device), k_pos, ms)
             out, _ = attn_fn(self, q_block, ks, vs, mask, dropout=dropout, scaling=self.scaling, is_causal=False)
             outs.append(out)
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
-    def forward(self, x, positions, frame_mask=None, layer_cache: LaCTLayerCache | None = None):
+    def forward(self, x, positions, frame_mask=None, layer_cache: LaCTLayerCache | None = None, rotary=None):
         q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
-        out, new_cache = self._attention(q, k, v, positions, frame_mask, layer_cache)
+        out, new_cache = self._attention(q, k, v, positions, frame_mask, layer_cache, rotary)
         if self.use_lact:
             lact_out, fast = self._lact(x, q, k, v, frame_mask, None if layer_cache is None else layer_cache.fast)
             out = out + lact_out

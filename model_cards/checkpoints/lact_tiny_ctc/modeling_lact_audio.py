@@ -1,6 +1,5 @@
 """lact-audio models: the LaCT backbone, the CTC ASR model and the audio-token language model."""
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +14,7 @@ from transformers.utils import ModelOutput
 from .cache_lact_audio import LaCTCache, LaCTLayerCache
 from .configuration_lact_audio import LaCTAudioConfig
 from .frontend_lact_audio import CausalConvLayer, LaCTAudioFrontend, conv_output_lengths
-from .layers_lact_audio import LaCTRMSNorm, LaCTSwiGLUMLP
+from .layers_lact_audio import LaCTRMSNorm, LaCTSwiGLUMLP, rotary_cos_sin
 from .mixer_lact_audio import LaCTAudioMixer
 
 
@@ -30,8 +29,8 @@ class LaCTAudioBlock(GradientCheckpointingLayer):
         self.mlp = LaCTSwiGLUMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, positions, frame_mask=None, layer_cache=None):
-        mixed, new_cache = self.mixer(self.mixer_norm(hidden), positions, frame_mask, layer_cache)
+    def forward(self, hidden, positions, frame_mask=None, layer_cache=None, rotary=None):
+        mixed, new_cache = self.mixer(self.mixer_norm(hidden), positions, frame_mask, layer_cache, rotary)
         hidden = hidden + self.dropout(mixed)
         hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden, new_cache
@@ -94,7 +93,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def _check_stream(self, cache: LaCTCache, n_inputs: int):
+    def _check_stream(self, cache: LaCTCache):
         if self.frontend is not None and cache.seen_inputs % self.config.total_stride:
             raise ValueError(
                 f"a stream fed through the cache must come in pieces whose length is a multiple of the front end's "
@@ -146,7 +145,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
             hidden, frame_mask = inputs_embeds, in_mask
         else:
             if cache is not None:
-                self._check_stream(cache, n_inputs)
+                self._check_stream(cache)
             hidden, frame_mask, fe_states = self.frontend(
                 inputs, in_mask, None if cache is None else cache.frontend_states
             )
@@ -162,6 +161,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
 
         start = 0 if cache is None else cache.seen_frames
         positions = torch.arange(start, start + hidden.shape[1], device=hidden.device)
+        rotary = rotary_cos_sin(positions, self.config.attention_head_dim, self.config.rope_theta, torch.float32)
         all_hidden = [hidden] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             layer_cache = None
@@ -170,7 +170,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
                 if self.config.attention_pattern == "bidirectional":
                     # Offline segments: attention does not cross calls, the fast weights do.
                     layer_cache = LaCTLayerCache(fast=layer_cache.fast)
-            hidden, new_layer_cache = layer(hidden, positions, frame_mask, layer_cache=layer_cache)
+            hidden, new_layer_cache = layer(hidden, positions, frame_mask, layer_cache=layer_cache, rotary=rotary)
             if cache is not None:
                 cache.layer_caches[i] = new_layer_cache
             if output_hidden_states:
@@ -439,9 +439,3 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable, by default) parameters of ``model``; Whisper's fixed sinusoidal positions do not count."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def frames_to_seconds(num_frames: int, config: LaCTAudioConfig, sampling_rate=16000, hop_length=160) -> float:
-    """Seconds of audio covered by ``num_frames`` model frames."""
-    per_frame = math.prod(config.conv_strides) * (1 if config.frontend == "waveform" else hop_length)
-    return num_frames * per_frame / sampling_rate
