@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 EVAL_DIR = Path(__file__).resolve().parent.parent
 if str(EVAL_DIR) not in sys.path:
@@ -116,12 +117,7 @@ def machine_info(device: str) -> dict:
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
+    info["transformers"] = transformers.__version__
     return info
 
 

@@ -465,10 +465,10 @@ def _blocked_dense_update(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor
     BH, C = k.shape[:2]
     n = _token_block(k, BH, W.shape[1] // 3)
     if n >= C:
-        return _dense_update(*_gradient_factors(W, k, v, lr))
+        return _gradients(W, k, v, lr)
     out = None
     for kb, vb, lb in zip(k.split(n, 1), v.split(n, 1), lr.split(n, 1)):
-        part = _dense_update(*_gradient_factors(W, kb, vb, lb))
+        part = _gradients(W, kb, vb, lb)
         out = part if out is None else out.add_(part)  # out is a fresh sum nobody saved for backward
     return out
 
@@ -599,9 +599,7 @@ def lact_swiglu(
     def stack(w0, w1, w2):  # [B, H, ...] x3 -> [BH, 3Dh, D] (w0; w2; w1^T)
         return torch.cat([w0, w2, w1.mT], dim=2).reshape(B * H, 3 * Dh, D)
 
-    W = state.stacked
-    if W is None or W.shape != (B * H, 3 * Dh, D) or W.dtype != state.dtype:
-        W = stack(state.w0, state.w1, state.w2)
+    W = state.stacked if state.stacked is not None else stack(state.w0, state.w1, state.w2)
     norm02 = torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * Dh, 1)
     norm1t = state.w1_norm.reshape(B * H, 1, D)  # w1's row norms are w1^T's column norms
     M = None
@@ -614,8 +612,9 @@ def lact_swiglu(
         # Without momentum the update keeps rank <= C: a short chunk orthogonalises in the factor space.
         factored = momentum is None and factored_is_cheaper(Dh, D, k_c.shape[1], muon_steps)
         if factored:
-            factors = _gradient_factors(W, k_c, v_c, lr_c)
-        dW = None if factored else _blocked_dense_update(W, k_c, v_c, lr_c)
+            factors, dW = _gradient_factors(W, k_c, v_c, lr_c), None
+        else:
+            dW = _blocked_dense_update(W, k_c, v_c, lr_c)
         has = count = None
         mask_c = stream("mask", i)
         if mask_c is not None:

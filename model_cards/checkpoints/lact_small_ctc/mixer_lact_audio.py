@@ -173,13 +173,21 @@ class LaCTAudioMixer(nn.Module):
         diag = (k_pos[None, :] == q_pos[:, None])[None, None]
         return mask | (diag & query_pad[:, None, :, None])
 
+    def _key_span(self, a: int, b: int, q_end: int) -> tuple[int, int]:
+        """Keys ``[lo, hi)`` (absolute positions) the query block ``[a, b)`` may see: the window back, the
+        start of its chunk (``block_causal``), the window ahead up to ``q_end`` (``bidirectional``)."""
+        C, W, pattern = self.config.lact_chunk_size, self.window, self.config.attention_pattern
+        lo = a - W if pattern != "block_causal" else min(a - W, a // C * C)
+        hi = min(q_end, b + W) if pattern == "bidirectional" else b
+        return lo, hi
+
     def _local_attention(self, attn_fn, q, k, v, q_start: int, n_cached: int, key_mask, dropout):
         """Windowed attention in query blocks of ``lact_chunk_size`` frames: O(T·(window + chunk)), not O(T²).
 
         q ``[B, H, T, Dh]``; k, v ``[B, H, n_cached + T, Dh]`` (cached keys first, contiguous positions);
         key_mask ``[B, n_cached + T]`` or None (no padding). Returns ``[B, T, H, Dh]``.
         """
-        C, W, pattern = self.config.lact_chunk_size, self.window, self.config.attention_pattern
+        C = self.config.lact_chunk_size
         T = q.shape[2]
         q_end, k_start = q_start + T, q_start - n_cached
         bounds, a = [], q_start
@@ -190,8 +198,7 @@ class LaCTAudioMixer(nn.Module):
         sizes = [b - a for a, b in bounds]
         if len(bounds) == 1:  # one query block (streaming pieces, short inputs): slice, no split/gather
             a, b = bounds[0]
-            lo = a - W if pattern != "block_causal" else min(a - W, a // C * C)
-            hi = min(q_end, b + W) if pattern == "bidirectional" else b
+            lo, hi = self._key_span(a, b, q_end)
             lo = max(lo, k_start)
             ks, vs = k[:, :, lo - k_start : hi - k_start], v[:, :, lo - k_start : hi - k_start]
             ms = None if key_mask is None else key_mask[:, lo - k_start : hi - k_start]
@@ -204,8 +211,7 @@ class LaCTAudioMixer(nn.Module):
         m_blocks = None if key_mask is None else key_mask.split(k_sizes, 1)
         outs = []
         for q_block, (a, b) in zip(q.split(sizes, 2), bounds):
-            lo = a - W if pattern != "block_causal" else min(a - W, a // C * C)
-            hi = min(q_end, b + W) if pattern == "bidirectional" else b
+            lo, hi = self._key_span(a, b, q_end)
             first = max(0, bisect_right(starts, lo) - 1)
             last = bisect_left(starts, hi)
             ks, vs = (torch.cat(blocks[first:last], 2) for blocks in (k_blocks, v_blocks))
