@@ -21,7 +21,7 @@ BENCH_ENV = $(if $(wildcard $(JEMALLOC)),LD_PRELOAD=$(JEMALLOC))
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
 
-.PHONY: install system-deps corpus-deps bench-deps test lint demo bench bench-quick corpus whisper-baseline verify-whisper clean
+.PHONY: install system-deps corpus-deps bench-deps test test-fast lint demo bench bench-quick corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ lint: $(STAMP)
 # whisper-baseline converts the pretrained Whisper so its fine-tuning test runs too.
 test: install lint whisper-baseline
 	$(PY) -m pytest -q tests
+
+# Everything except the tests marked slow (training, process launches, whole scripts).
+test-fast: install lint
+	$(PY) -m pytest -q -m "not slow" tests
 
 # A small corpus, the shipped checkpoint offline and streamed, a tiny LaCT model and a tiny baseline
 # trained for a few minutes each, and one comparison table (about 12 minutes on 2 cores).

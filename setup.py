@@ -12,7 +12,7 @@ packages each extra pulls in.
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -46,6 +46,9 @@ setup(
     python_requires=">=3.10",
     packages=[
         "modeling_lact_audio",
+        # library subpackages (training, benchmarks, corpus, ...): never imported by the modeling code,
+        # so an exported Hub folder stays flat
+        *(f"modeling_lact_audio.{name}" for name in find_packages("modeling_lact_audio")),
         "modeling_lact_audio.processors",
         "modeling_lact_audio.kernels",
     ],

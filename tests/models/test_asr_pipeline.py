@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from model_testers import LaCTAudioModelTester
+from tests.model_testers import LaCTAudioModelTester
 from transformers import AutoModelForCTC, AutoProcessor, pipeline
 
 from modeling_lact_audio import LaCTAudioForCTC

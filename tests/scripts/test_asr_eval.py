@@ -15,7 +15,7 @@ from modeling_lact_audio import LaCTAudioForCTC
 from modeling_lact_audio.presets import preset_config
 from modeling_lact_audio.processors import LaCTCTCTokenizer, LaCTFeatureExtractor, LaCTProcessor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "eval"))
 import asr_eval  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import evaluate
 import jiwer
 import pytest
 
-METRICS = Path(__file__).resolve().parents[1] / "eval" / "metrics"
+METRICS = Path(__file__).resolve().parents[2] / "eval" / "metrics"
 REFERENCES = ["the cat sat on the mat", "hello world", "a b c d", "spaces  here ", ""]
 PREDICTIONS = ["the cat sat on mat", "hello word", "a x c d e", "spaces here", "extra"]
 

@@ -14,7 +14,7 @@ from modeling_lact_audio import LaCTAudioForCTC
 from modeling_lact_audio.presets import preset_config
 from modeling_lact_audio.processors import LaCTCTCTokenizer, LaCTFeatureExtractor, LaCTProcessor
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 from export_checkpoint import export_checkpoint  # noqa: E402
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "run_scripts" / "train.py"
 CONFIG = ROOT / "run_scripts" / "configs" / "tiny_cpu.yaml"
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "run_scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "run_scripts"))
 
 import make_corpus  # noqa: E402
 from corpus import jobs as job_runner  # noqa: E402

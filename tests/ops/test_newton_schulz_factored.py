@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from lact_op_utils import make_inputs, padding_mask
+from tests.lact_op_utils import make_inputs, padding_mask
 
 from modeling_lact_audio.kernels import ORDERS, FastWeightState, lact_swiglu, newton_schulz
 from modeling_lact_audio.kernels import chunk as chunk_module

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "run_scripts"
 D, MELS, SRC_POS, TGT_POS, N_TIMESTAMPS = 16, 8, 12, 10, 1501
 # Encoder and decoder differ in every size, so a swapped field cannot pass.

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from lact_op_utils import make_inputs, padding_mask
+from tests.lact_op_utils import make_inputs, padding_mask
 
 from modeling_lact_audio.kernels import (
     ORDERS,

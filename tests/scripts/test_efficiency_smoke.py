@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUN = Path(__file__).resolve().parent.parent / "eval" / "efficiency" / "run.py"
+RUN = Path(__file__).resolve().parents[2] / "eval" / "efficiency" / "run.py"
 SECTIONS = ("op", "layer", "model", "stream", "flops")
 MIXERS = {"lact", "sliding_window", "attention"}
 

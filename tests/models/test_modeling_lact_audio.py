@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from model_testers import LaCTAudioModelTester
+from tests.model_testers import LaCTAudioModelTester
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForCTC
 
 from modeling_lact_audio import LaCTAudioConfig, LaCTAudioForCausalLM, LaCTAudioForCTC, LaCTAudioModel, LaCTCache

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_testers import LaCTAudioModelTester
+from tests.model_testers import LaCTAudioModelTester
 
 from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
 from modeling_lact_audio.baselines import (
@@ -19,7 +19,7 @@ from modeling_lact_audio.baselines import (
 )
 from modeling_lact_audio.presets import PRESETS, preset_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 tester = LaCTAudioModelTester()
 
 
