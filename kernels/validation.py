@@ -1,6 +1,8 @@
 """Argument checks shared by every implementation of the LaCT op, with messages that say what to fix."""
 
+import contextlib
 import math
+import os
 from typing import Optional
 
 import torch
@@ -9,6 +11,28 @@ from torch import Tensor
 from .state import FastWeightState
 
 ORDERS = ("apply_update", "update_apply", "bidirectional")
+
+_CHECK_VALUES = [os.environ.get("LACT_AUDIO_CHECK_VALUES", "0") not in ("", "0", "false", "False")]
+
+
+def value_checks_enabled() -> bool:
+    """Whether checks that read tensor *values* (NaN/Inf, rate signs, mask contents) run.
+
+    Off by default: each one is a device-to-host sync on every layer call, which stalls CUDA streams
+    and breaks ``torch.compile`` graphs and CUDA graphs. Shape, dtype and type checks always run.
+    Turn them on with ``LACT_AUDIO_CHECK_VALUES=1`` or inside ``with check_values():``.
+    """
+    return _CHECK_VALUES[-1]
+
+
+@contextlib.contextmanager
+def check_values(enabled: bool = True):
+    """Context manager that turns the value checks of :func:`value_checks_enabled` on (or off) inside it."""
+    _CHECK_VALUES.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _CHECK_VALUES.pop()
 
 
 def _finite(name: str, t: Tensor) -> None:
