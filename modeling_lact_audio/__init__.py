@@ -18,6 +18,7 @@ from .modeling_lact_audio import (
     LaCTCTCOutput,
     count_parameters,
 )
+from .processors import register_auto_classes
 
 AutoConfig.register("lact_audio", LaCTAudioConfig, exist_ok=True)
 AutoModel.register(LaCTAudioConfig, LaCTAudioModel, exist_ok=True)
@@ -28,12 +29,7 @@ LaCTAudioModel.register_for_auto_class("AutoModel")
 LaCTAudioForCTC.register_for_auto_class("AutoModelForCTC")
 LaCTAudioForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-try:  # processors/ installs as modeling_lact_audio.processors; a flat Hub folder has none
-    from .processors import register_auto_classes as _register_processors
-
-    _register_processors(LaCTAudioConfig)
-except ImportError:
-    pass
+register_auto_classes(LaCTAudioConfig)
 
 __all__ = [
     "LaCTAudioConfig",

@@ -2,13 +2,16 @@
 
     python run_scripts/demo.py [--hours 1] [--steps 600] [--checkpoint model_cards/checkpoints/lact_small_ctc]
 
-1. builds a small corpus (``make_corpus.py --hours H``) under ``outputs/demo/corpus``;
-2. transcribes held-out and real speech with the shipped checkpoint, offline (one call) and streamed
-   one LaCT chunk at a time, printing each chunk's compute latency;
+1. builds a small corpus (``make_corpus.py --hours H``, in this process) under ``outputs/demo/corpus``;
+2. transcribes held-out and real speech with the shipped checkpoint, offline (one call of
+   ``modeling_lact_audio.asr.Transcriber``) and streamed one LaCT chunk at a time, printing each chunk's
+   compute latency;
 3. trains a tiny LaCT model and a tiny full-attention baseline with the same data, optimiser and
    step budget (``run_scripts/configs/tiny_cpu.yaml``);
 4. evaluates all of them (``eval/asr_eval.py``: WER/CER with 95% bootstrap intervals, RTF, parameters)
    and prints the table and the path of the saved plot.
+
+Steps 3 and 4 run the training and evaluation commands as child processes, as a user would type them.
 """
 
 import argparse
@@ -18,72 +21,79 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from modeling_lact_audio.asr import Transcriber
+from modeling_lact_audio.corpus.build import main as make_corpus
+from modeling_lact_audio.data import SAMPLING_RATE, load_split, read_audio
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 
 def run(*args) -> None:
+    """Run one command from the repository root, echoing it; raises CalledProcessError if it fails."""
     print("$", " ".join(str(a) for a in args), flush=True)
     subprocess.run([str(a) for a in args], check=True, cwd=ROOT)
 
 
-def transcribe_shipped(checkpoint: Path, corpus: Path, count: int) -> None:
-    """Offline and streamed transcripts of ``count`` utterances of two held-out splits."""
-    import datasets
-    import numpy as np
-    import soundfile as sf
-    import torch
-    from transformers import AutoModelForCTC, AutoProcessor
+def transcribe_shipped(checkpoint: Path, corpus: Path, count: int) -> list[dict]:
+    """Offline and streamed transcripts of the first ``count`` utterances of two held-out splits.
 
-    import modeling_lact_audio  # noqa: F401
-
-    model = AutoModelForCTC.from_pretrained(checkpoint).eval()
-    processor = AutoProcessor.from_pretrained(checkpoint)
+    Returns: one dict per utterance (split, reference, offline, streamed, chunk latencies in ms), also printed.
+    """
+    transcriber = Transcriber.from_pretrained(checkpoint)
+    model, processor = transcriber.model, transcriber.processor
     config = model.config
     piece = config.lact_chunk_size * config.total_stride  # mel frames per streamed chunk: one LaCT chunk
     print(
-        f"\nshipped checkpoint {checkpoint}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-        f"streamed in chunks of {piece} frames ({piece * config.feature_hop_length / 16000:.2f} s of audio)"
+        f"\nshipped checkpoint {checkpoint}: {transcriber.num_parameters / 1e6:.2f}M parameters, streamed in "
+        f"chunks of {piece} frames ({piece * config.feature_hop_length / SAMPLING_RATE:.2f} s of audio)"
     )
-    dataset = datasets.load_from_disk(str(corpus))
+    results = []
     for split in ("test_unseen_speakers", "test_real"):
-        rows = dataset[split].cast_column("audio", datasets.Audio(decode=False)).select(range(count))
+        rows = load_split(str(corpus), split, max_rows=count)
         for cell, text in zip(rows["audio"], rows["text"]):
-            audio = sf.read(__import__("io").BytesIO(cell["bytes"]), dtype="float32")[0]
+            audio = read_audio(cell)
+            start = time.perf_counter()
+            (offline,) = transcriber([audio])
+            offline_ms = 1000 * (time.perf_counter() - start)
             # Features are normalised over the whole utterance (as in training); only the model streams.
-            features = processor(audio=audio, sampling_rate=16000, return_tensors="pt")["input_features"]
+            features = processor(audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")["input_features"]
+            cache, ids, latencies = None, [], []
             with torch.no_grad():
-                start = time.perf_counter()
-                offline = processor.batch_decode(model(input_features=features).logits.argmax(-1))[0]
-                offline_ms = 1000 * (time.perf_counter() - start)
-                cache, ids, latencies = None, [], []
                 for s in range(0, features.shape[1], piece):
                     start = time.perf_counter()
                     out = model(input_features=features[:, s : s + piece], past_key_values=cache, use_cache=True)
                     latencies.append(1000 * (time.perf_counter() - start))
                     cache = out.past_key_values
                     ids.append(out.logits.argmax(-1))
-                streamed = processor.batch_decode(torch.cat(ids, 1))[0]
-            print(f"\n[{split}] {len(audio) / 16000:.2f} s  reference: {text}")
+            streamed = processor.batch_decode(torch.cat(ids, 1))[0]
+            print(f"\n[{split}] {len(audio) / SAMPLING_RATE:.2f} s  reference: {text}")
             print(f"  offline  ({offline_ms:6.1f} ms): {offline}")
             print(f"  streamed (chunks: {', '.join(f'{x:.1f}' for x in latencies)} ms): {streamed}")
             print(f"  streamed == offline: {streamed == offline}; mean chunk latency {np.mean(latencies):.1f} ms")
+            results.append(dict(split=split, reference=text, offline=offline, streamed=streamed, latencies=latencies))
+    return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point: runs the four steps above."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0, help="synthetic hours of the demo corpus")
     parser.add_argument("--steps", type=int, default=600, help="training steps of each tiny model")
     parser.add_argument("--checkpoint", default="model_cards/checkpoints/lact_small_ctc")
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--max_examples", type=int, default=150, help="utterances per test split in the table")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # For the training and evaluation child processes: both cores, no oversubscription.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     out = ROOT / args.output_dir
     corpus = out / "corpus"
     began = time.time()
 
-    run(PY, "run_scripts/make_corpus.py", "--output", corpus, "--hours", args.hours)
+    make_corpus(["--output", str(corpus), "--hours", str(args.hours)])
     checkpoint = ROOT / args.checkpoint
     models = []
     if (checkpoint / "config.json").exists():

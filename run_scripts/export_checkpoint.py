@@ -1,92 +1,11 @@
-"""Export a trained run's model and processor as a Hub-ready checkpoint folder (what `model_cards/checkpoints/` holds).
+"""Export a training run as a Hub-ready checkpoint folder, or refresh a folder's generated files
+(``modeling_lact_audio.export.checkpoint``).
 
-    python run_scripts/export_checkpoint.py outputs/small_cpu_long/lact/best model_cards/checkpoints/lact_small_ctc \
-        --storage_dtype bfloat16
-
-Writes ``config.json``, ``model.safetensors``, the processor files and the modeling code copies
-(``trust_remote_code`` works where lact-audio is not installed). ``--storage_dtype bfloat16``
-halves the download: the tensors are stored in bf16 while ``config.json`` keeps ``dtype: float32``,
-so ``from_pretrained`` loads (and the model computes) in float32 from the bf16-rounded weights.
-The export is checked before the script returns: the folder is reloaded with the Auto classes and
-its CTC logits on a random input are compared with the source model's (the max difference is
-printed). Model card: write ``README.md`` in the folder from the evaluation of the exported folder
-itself (``eval/asr_eval.py --models name=<folder>``), not of the source run.
+    python run_scripts/export_checkpoint.py RUN/best model_cards/checkpoints/NAME --storage_dtype bfloat16
+    python run_scripts/export_checkpoint.py --refresh-code model_cards/checkpoints/*/
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-import shutil
-from pathlib import Path
-
-import torch
-from safetensors import safe_open
-from transformers import AutoModelForCTC, AutoProcessor
-
-import modeling_lact_audio  # noqa: F401  (registers the lact-audio Auto classes)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def export_checkpoint(source: Path, target: Path, storage_dtype: str = "float32") -> float:
-    """Save the CTC model and processor of ``source`` (a ``save_pretrained`` folder) into ``target``.
-
-    Args:
-        source: folder with ``config.json``, weights and processor files (``run_scripts/train.py``'s
-            ``best/`` or ``last/``).
-        target: output folder; replaced if it exists (a README.md model card there is kept).
-        storage_dtype: ``"float32"`` or ``"bfloat16"`` for the stored tensors; the model loads in float32.
-
-    Returns:
-        The max absolute difference between the source model's logits and the reloaded export's on
-        one random 2 s input (0 for float32 storage; bf16 rounding otherwise).
-    """
-    if storage_dtype not in DTYPES:
-        raise ValueError(f"storage_dtype must be one of {sorted(DTYPES)}, got {storage_dtype!r}")
-    source, target = Path(source), Path(target)
-    if not (source / "config.json").is_file():
-        raise FileNotFoundError(f"{source} has no config.json: pass a save_pretrained folder such as <run>/best")
-    model = AutoModelForCTC.from_pretrained(source, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(source)
-    features = torch.randn(1, 200, model.config.num_mel_bins, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        want = model(input_features=features).logits
-    card = (target / "README.md").read_text() if (target / "README.md").is_file() else None
-    if target.exists():
-        shutil.rmtree(target)
-    model.to(DTYPES[storage_dtype]).save_pretrained(target, safe_serialization=True)
-    processor.save_pretrained(target)
-    config_path = target / "config.json"
-    config = json.loads(config_path.read_text())
-    config["dtype"] = "float32"  # compute dtype; the stored tensors may be narrower
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    if card is not None:
-        (target / "README.md").write_text(card)
-
-    reloaded = AutoModelForCTC.from_pretrained(target).eval()
-    if reloaded.dtype != torch.float32:
-        raise RuntimeError(f"the export loads in {reloaded.dtype}, expected float32")
-    with safe_open(target / "model.safetensors", "pt") as f:
-        stored = {f.get_slice(name).get_dtype() for name in f.keys()}
-    expected = {"F32": "float32", "BF16": "bfloat16"}
-    if {expected.get(d, d) for d in stored} != {storage_dtype}:
-        raise RuntimeError(f"stored tensor dtypes {sorted(stored)} are not all {storage_dtype}")
-    with torch.inference_mode():
-        diff = (want - reloaded(input_features=features).logits).abs().max()
-    return float(diff)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path, help="save_pretrained folder of a trained CTC model (e.g. <run>/best)")
-    parser.add_argument("target", type=Path, help="output folder, e.g. model_cards/checkpoints/lact_small_ctc")
-    parser.add_argument("--storage_dtype", default="float32", choices=sorted(DTYPES))
-    args = parser.parse_args()
-    diff = export_checkpoint(args.source, args.target, args.storage_dtype)
-    size = sum(p.stat().st_size for p in args.target.iterdir() if p.is_file())
-    print(f"wrote {args.target} ({size / 2**20:.1f} MiB); max |logit difference| after reload: {diff:.3g}")
-
+from modeling_lact_audio.export.checkpoint import main
 
 if __name__ == "__main__":
     main()

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.model_testers import LaCTAudioModelTester
 from transformers import AutoModelForCTC, AutoProcessor, pipeline
 
 from modeling_lact_audio import LaCTAudioForCTC
 from modeling_lact_audio.processors import LaCTCTCTokenizer, LaCTFeatureExtractor, LaCTProcessor
+from tests.model_testers import LaCTAudioModelTester
 
 TEXTS = ["hello world", "the quick brown fox", "lact adapts at test time"]
 

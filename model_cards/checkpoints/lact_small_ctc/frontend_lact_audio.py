@@ -6,8 +6,6 @@ stream) and right-pads to a multiple of its stride, so a layer maps ``L`` inputs
 total stride, a stream gives exactly the frames of one call over the whole input.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,7 +56,6 @@ class LaCTAudioFrontend(nn.Module):
 
     def __init__(self, config: LaCTAudioConfig):
         super().__init__()
-        self.config = config
         c_in = config.num_mel_bins if config.frontend == "log_mel" else 1
         layers = []
         for c_out, k, s in zip(config.conv_channels, config.conv_kernel_sizes, config.conv_strides):
@@ -66,9 +63,6 @@ class LaCTAudioFrontend(nn.Module):
             c_in = c_out
         self.layers = nn.ModuleList(layers)
         self.projection = nn.Linear(c_in, config.hidden_size)
-
-    def output_lengths(self, lengths):
-        return conv_output_lengths(lengths, self.config.conv_strides)
 
     def forward(self, inputs: torch.Tensor, input_mask: torch.Tensor | None, states: list | None):
         """inputs: ``[B, T, num_mel_bins]`` or ``[B, L]``; input_mask ``[B, T]`` bool or None.
@@ -90,9 +84,3 @@ class LaCTAudioFrontend(nn.Module):
         if mask is not None:
             x = x * mask[:, None, :].to(x.dtype)
         return self.projection(x.transpose(1, 2)), mask, new_states
-
-
-def frames_per_second(config: LaCTAudioConfig, sampling_rate: int = 16000, hop_length: int = 160) -> float:
-    """Model frames per second of audio for a front end (log-mel frames every ``hop_length`` samples)."""
-    per_input = sampling_rate if config.frontend == "waveform" else sampling_rate / hop_length
-    return per_input / math.prod(config.conv_strides)

@@ -9,11 +9,12 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .cache_lact_audio import LaCTCache, LaCTLayerCache
 from .configuration_lact_audio import LaCTAudioConfig
 from .frontend_lact_audio import CausalConvLayer, LaCTAudioFrontend, conv_output_lengths
+from .lact_ops import value_checks_enabled
 from .layers_lact_audio import LaCTRMSNorm, LaCTSwiGLUMLP, rotary_cos_sin
 from .mixer_lact_audio import LaCTAudioMixer
 
@@ -29,8 +30,8 @@ class LaCTAudioBlock(GradientCheckpointingLayer):
         self.mlp = LaCTSwiGLUMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, positions, frame_mask=None, layer_cache=None, rotary=None):
-        mixed, new_cache = self.mixer(self.mixer_norm(hidden), positions, frame_mask, layer_cache, rotary)
+    def forward(self, hidden, start: int, frame_mask=None, layer_cache=None, rotary=None):
+        mixed, new_cache = self.mixer(self.mixer_norm(hidden), start, frame_mask, layer_cache, rotary)
         hidden = hidden + self.dropout(mixed)
         hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden, new_cache
@@ -63,7 +64,7 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
 
     def _get_feat_extract_output_lengths(self, input_lengths):
         """Model frames for ``input_lengths`` input positions (int or LongTensor ``[B]``)."""
-        if self.config.frontend == "tokens":
+        if self.config.task == "lm":
             return input_lengths
         return conv_output_lengths(input_lengths, self.config.conv_strides)
 
@@ -76,7 +77,8 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
     """The LaCT backbone: audio front end (or given embeddings), blocks, final RMSNorm.
 
     Inputs (exactly one): ``input_features [B, T, num_mel_bins]`` (``frontend="log_mel"``),
-    ``input_values [B, L]`` (``"waveform"``) or ``inputs_embeds [B, T, hidden]``.
+    ``input_values [B, L]`` (``"waveform"``) or ``inputs_embeds [B, T, hidden]`` (the only input of a
+    ``task="lm"`` backbone, which has no audio front end).
     ``attention_mask [B, T or L]`` (1 = real, 0 = padding) at the input rate.
     ``prefix_embeds [B, P, hidden]``: optional conditioning frames put before the input on the first call.
     ``past_key_values``: a ``LaCTCache`` to continue a stream (created when ``use_cache=True``).
@@ -87,7 +89,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
 
     def __init__(self, config: LaCTAudioConfig):
         super().__init__(config)
-        self.frontend = LaCTAudioFrontend(config) if config.frontend != "tokens" else None
+        self.frontend = LaCTAudioFrontend(config) if config.task == "ctc" else None
         self.layers = nn.ModuleList([LaCTAudioBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = LaCTRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
@@ -101,6 +103,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
                 f"consumed {cache.seen_inputs}"
             )
 
+    @can_return_tuple
     def forward(
         self,
         input_features=None,
@@ -111,9 +114,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         past_key_values: LaCTCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ):
+    ) -> BaseModelOutputWithPast:
         given = [
             n
             for n, t in (
@@ -156,8 +157,6 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
             hidden = torch.cat([prefix_embeds.to(hidden.dtype), hidden], dim=1)
             if frame_mask is not None:
                 frame_mask = torch.cat([frame_mask.new_ones(B, P), frame_mask], dim=1)
-        if frame_mask is not None and bool(frame_mask.all()):
-            frame_mask = None  # nothing is padding: skip the masking work
 
         start = 0 if cache is None else cache.seen_frames
         positions = torch.arange(start, start + hidden.shape[1], device=hidden.device)
@@ -170,7 +169,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
                 if self.config.attention_pattern == "bidirectional":
                     # Offline segments: attention does not cross calls, the fast weights do.
                     layer_cache = LaCTLayerCache(fast=layer_cache.fast)
-            hidden, new_layer_cache = layer(hidden, positions, frame_mask, layer_cache=layer_cache, rotary=rotary)
+            hidden, new_layer_cache = layer(hidden, start, frame_mask, layer_cache=layer_cache, rotary=rotary)
             if cache is not None:
                 cache.layer_caches[i] = new_layer_cache
             if output_hidden_states:
@@ -187,6 +186,8 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
 
     def _check_input(self, name: str, x):
         cfg = self.config
+        if cfg.task == "lm" and name != "inputs_embeds":
+            raise ValueError(f"a task='lm' backbone has no audio front end: pass inputs_embeds, not {name}")
         if name == "input_features":
             if cfg.frontend != "log_mel":
                 raise ValueError(f"input_features needs frontend='log_mel'; this model's frontend is {cfg.frontend!r}")
@@ -230,8 +231,8 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
 
     def __init__(self, config: LaCTAudioConfig):
         super().__init__(config)
-        if config.frontend == "tokens":
-            raise ValueError("LaCTAudioForCTC needs an audio front end: set frontend='log_mel' or 'waveform'")
+        if config.task != "ctc":
+            raise ValueError(f"LaCTAudioForCTC needs LaCTAudioConfig(task='ctc'), got task={config.task!r}")
         self.model = LaCTAudioModel(config)
         self.dropout = nn.Dropout(config.final_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
@@ -241,6 +242,7 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
     def main_input_name(self):
         return "input_values" if self.config.frontend == "waveform" else "input_features"
 
+    @can_return_tuple
     def forward(
         self,
         input_features=None,
@@ -250,8 +252,6 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
         past_key_values=None,
         use_cache=None,
         output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
     ) -> LaCTCTCOutput:
         out = self.model(
             input_features=input_features,
@@ -260,6 +260,7 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.lm_head(self.dropout(out.last_hidden_state))
         inputs = input_features if input_features is not None else input_values
@@ -285,7 +286,7 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
 
         ``logits [B, T', V]``, ``output_lengths [B]``, ``labels [B, S]`` (-100 = pad); returns a scalar.
         """
-        if labels.max() >= self.config.vocab_size:
+        if value_checks_enabled() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"labels must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}")
         labels_mask = labels >= 0
         target_lengths = labels_mask.sum(-1)
@@ -321,8 +322,8 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: LaCTAudioConfig):
         super().__init__(config)
-        if config.frontend != "tokens":
-            raise ValueError("LaCTAudioForCausalLM reads audio tokens: set frontend='tokens'")
+        if config.task != "lm":
+            raise ValueError(f"LaCTAudioForCausalLM needs LaCTAudioConfig(task='lm'), got task={config.task!r}")
         self.model = LaCTAudioModel(config)
         K, V, d = config.num_codebooks, config.codebook_size, config.hidden_size
         self.embed_tokens = nn.ModuleList([nn.Embedding(V, d) for _ in range(K)])
@@ -343,7 +344,9 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
             if self.condition_embed is None:
                 raise ValueError("conditioning_ids needs config.num_conditions > 0")
             ids = torch.as_tensor(conditioning_ids, device=self.device).view(-1)
-            if ids.shape[0] != batch_size or ids.min() < 0 or ids.max() >= self.config.num_conditions:
+            if ids.shape[0] != batch_size or (
+                value_checks_enabled() and (ids.min() < 0 or ids.max() >= self.config.num_conditions)
+            ):
                 raise ValueError(f"conditioning_ids must be [B={batch_size}] ids in [0, {self.config.num_conditions})")
             prefix = prefix + self.condition_embed(ids)
         if conditioning_embeds is not None:
@@ -357,6 +360,7 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
             prefix = prefix + self.condition_proj(conditioning_embeds.to(self.dtype))
         return prefix[:, None, :]
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -367,14 +371,12 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         conditioning_ids=None,
         conditioning_embeds=None,
         output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
     ) -> CausalLMOutputWithPast:
         K, V = self.config.num_codebooks, self.config.codebook_size
         if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] % K:
             got = None if input_ids is None else tuple(input_ids.shape)
             raise ValueError(f"input_ids must be [B * num_codebooks, T] with num_codebooks={K}, got {got}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= V):
+        if value_checks_enabled() and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= V):
             raise ValueError(
                 f"input_ids must be codes in [0, codebook_size={V}), got [{int(input_ids.min())}, "
                 f"{int(input_ids.max())}]"
@@ -396,6 +398,7 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden = out.last_hidden_state
         if prefix is not None:
@@ -403,7 +406,7 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         logits = torch.stack([head(hidden) for head in self.lm_heads], dim=1).reshape(BK, T, V)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=V, **kwargs)
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=V)
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
         )

@@ -30,7 +30,8 @@ class LaCTAudioMixer(nn.Module):
     ``ALL_ATTENTION_FUNCTIONS`` (SDPA on CPU).
     ``mixer="attention"`` / ``"sliding_window"``: the attention branch alone (baselines).
 
-    forward: ``x [B, T, hidden]``, ``positions [T]`` (absolute frame indices), ``frame_mask [B, T]``
+    forward: ``x [B, T, hidden]``, ``start`` (int: absolute index of the first frame; the frames are
+    ``start .. start + T - 1``, a host int so that block bounds need no device sync), ``frame_mask [B, T]``
     bool or None, ``layer_cache`` or None, ``rotary`` (float32 ``cos, sin [T, head_dim]`` of
     ``rotary_cos_sin(positions, ...)``, shared by every layer; computed here when None)
     -> ``(out [B, T, hidden], new layer_cache or None)``.
@@ -95,10 +96,11 @@ class LaCTAudioMixer(nn.Module):
         o = self.lact_norm(o).reshape(B, T, H * D).to(x.dtype)
         return o * F.silu(self.gate_proj(x)), state
 
-    def _attention(self, q, k, v, positions, frame_mask, layer_cache, rotary=None):
+    def _attention(self, q, k, v, start: int, frame_mask, layer_cache, rotary=None):
         B, T, _ = q.shape
         shape = (B, T, self.num_heads, self.head_dim)
         q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))  # [B, H, T, Dh]
+        positions = torch.arange(start, start + T, device=q.device)
         if rotary is None:
             rotary = rotary_cos_sin(positions, self.head_dim, self.config.rope_theta, torch.float32)
         cos, sin = (t.to(q.dtype) for t in rotary)
@@ -112,7 +114,7 @@ class LaCTAudioMixer(nn.Module):
             if key_mask is not None or layer_cache.key_mask is not None:
                 ones = lambda m, n: m if m is not None else torch.ones(B, n, dtype=torch.bool, device=q.device)
                 key_mask = torch.cat([ones(layer_cache.key_mask, n), ones(key_mask, T)], dim=1)
-            k_pos = torch.cat([positions[0] - n + torch.arange(n, device=q.device), positions])
+            k_pos = torch.arange(start - n, start + T, device=q.device)
         impl = self.config._attn_implementation or "sdpa"
         dropout = self.config.attention_dropout if self.training else 0.0
         if impl not in ("sdpa", "eager") and self.config.attention_pattern != "block_causal":
@@ -123,7 +125,7 @@ class LaCTAudioMixer(nn.Module):
                 q,
                 k,
                 v,
-                None if key_mask is None or (frame_mask is None and key_mask.all()) else key_mask.long(),
+                None if key_mask is None else key_mask.long(),
                 dropout=dropout,
                 scaling=self.scaling,
                 is_causal=self.is_causal,
@@ -134,7 +136,7 @@ class LaCTAudioMixer(nn.Module):
             attn_fn = ALL_ATTENTION_FUNCTIONS["sdpa"] if impl == "sdpa" else eager_attention
             n_cached = k.shape[2] - T
             if self.window is not None:
-                out = self._local_attention(attn_fn, q, k, v, int(positions[0]), n_cached, key_mask, dropout)
+                out = self._local_attention(attn_fn, q, k, v, start, n_cached, key_mask, dropout)
             elif n_cached == 0 and frame_mask is None and self.config.attention_pattern != "block_causal":
                 # Full attention without padding: no mask at all lets SDPA pick its fused kernels.
                 out, _ = attn_fn(self, q, k, v, None, dropout=dropout, scaling=self.scaling, is_causal=self.is_causal)
@@ -167,11 +169,9 @@ class LaCTAudioMixer(nn.Module):
         )
         if key_mask is None:
             return allowed[None, None]
-        mask = allowed[None, None] & key_mask[:, None, None, :]
-        first = int(q_pos[0]) - int(k_pos[0])  # key positions are contiguous: the queries' index among them
-        query_pad = ~key_mask[:, first : first + q_pos.shape[0]]  # [B, Tq]
-        diag = (k_pos[None, :] == q_pos[:, None])[None, None]
-        return mask | (diag & query_pad[:, None, :, None])
+        # Every query is also a key; the key at a query's own position is padding exactly when the query is.
+        self_pair = (k_pos[None, :] == q_pos[:, None])[None, None]  # [1, 1, Tq, Tk]
+        return (allowed[None, None] & key_mask[:, None, None, :]) | (self_pair & ~key_mask[:, None, None, :])
 
     def _key_span(self, a: int, b: int, q_end: int) -> tuple[int, int]:
         """Keys ``[lo, hi)`` (absolute positions) the query block ``[a, b)`` may see: the window back, the
@@ -225,9 +225,11 @@ class LaCTAudioMixer(nn.Module):
             outs.append(out)
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
-    def forward(self, x, positions, frame_mask=None, layer_cache: LaCTLayerCache | None = None, rotary=None):
+    def forward(self, x, start: int = 0, frame_mask=None, layer_cache: LaCTLayerCache | None = None, rotary=None):
+        if not isinstance(start, int):
+            raise TypeError(f"start must be an int (the first frame's absolute index), got {type(start).__name__}")
         q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
-        out, new_cache = self._attention(q, k, v, positions, frame_mask, layer_cache, rotary)
+        out, new_cache = self._attention(q, k, v, start, frame_mask, layer_cache, rotary)
         if self.use_lact:
             lact_out, fast = self._lact(x, q, k, v, frame_mask, None if layer_cache is None else layer_cache.fast)
             out = out + lact_out

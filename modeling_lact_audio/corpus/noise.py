@@ -1,9 +1,9 @@
 """Noise sources (white, pink, brown, recorded, babble), mixing at a target SNR and measuring it."""
 
 import numpy as np
-import soundfile as sf
 
-from .engines import SAMPLE_RATE, resample, synthesize
+from ..data import SAMPLING_RATE
+from .engines import read_resampled, synthesize
 from .voices import babble_voices
 
 SONIC_PI = "/usr/share/sonic-pi/samples"
@@ -37,8 +37,7 @@ def colored_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarra
 
 def _recording(name: str) -> np.ndarray:
     if name not in _CACHE:
-        audio, rate = sf.read(f"{SONIC_PI}/{name}.flac", dtype="float32", always_2d=True)
-        audio = resample(audio.mean(axis=1), rate)
+        audio = read_resampled(f"{SONIC_PI}/{name}.flac")
         _CACHE[name] = audio - audio.mean()
     return _CACHE[name]
 
@@ -77,7 +76,7 @@ def babble_noise(
     """
     out = np.zeros(length, np.float32)
     for i in rng.permutation(len(bank))[:talkers]:
-        clip = np.concatenate([bank[i], np.zeros(SAMPLE_RATE // 5, np.float32)])
+        clip = np.concatenate([bank[i], np.zeros(SAMPLING_RATE // 5, np.float32)])
         out += np.resize(np.roll(clip, -int(rng.integers(len(clip)))), length)
     return out
 

@@ -1,6 +1,6 @@
 """The README.md written next to a built corpus."""
 
-from .normalize import normalize_text
+from .tts_text import spell_out_for_tts
 from .voices import HELD_OUT_ACCENT, HELD_OUT_ENGINE, HELD_OUT_VARIANTS, HELD_OUT_VOICES
 
 LICENCES = (
@@ -81,13 +81,13 @@ and real and synthetic noise. A `datasets.DatasetDict` saved with `save_to_disk`
 
 Measured SNR = 10 log10(P_speech / P_noise) on the stored 16-bit audio, the speech part found by a
 least-squares fit of the clean utterance (the noise is made orthogonal to the speech before scaling, so
-the label holds for this measurement; `tests/test_corpus.py` re-synthesises the clean speech and checks
+the label holds for this measurement; `tests/scripts/test_corpus.py` re-synthesises the clean speech and checks
 it again on the tiny build). {noisy} noisy rows; largest |measured - labelled| =
 {worst:.4f} dB (required: below 0.5 dB).
 
 ## Columns
 
-`audio` (16 kHz mono FLAC, datasets `Audio`), `uid`, `text` (normalised transcript; for sessions all
+`audio` (16 kHz mono FLAC, datasets `Audio`), `uid`, `text` (spelled-out transcript; for sessions all
 utterances joined by spaces), `speaker` (`engine:voice@r<rate>p<pitch>`, or the human source),
 `engine` (espeak, festival, flite, piper, human), `accent`, `condition` (clean, white, pink, brown,
 babble, real), `snr_db` (label, null when clean), `snr_measured_db`, `domain` (fortunes, numbers,
@@ -109,15 +109,15 @@ domain) and the unspeakable `ascii-art`, `perl`, `translate-me`; `numbers` is se
 templates (money, times, dates, phone numbers, counts). A sentence present in two domains is kept only
 in the held-out one.
 
-### Transcript normalisation (character CTC: `a-z`, `'`, space)
+### Transcripts spelled out for the voices (`corpus.tts_text.spell_out_for_tts`; character CTC: `a-z`, `'`, space)
 Unicode is folded to ASCII; `Mr. Mrs. Dr. St. Jr. Sr. Prof. vs. etc.` are expanded; money (`$3.50`
 -> three dollars and fifty cents), times (`10:05` -> ten oh five, `7:00` -> seven o'clock), ordinals
 (`2nd`), decimals (`3.14` -> three point one four), `%`, `&`, `+`, `=`, `@`, `#` become words;
 four-digit numbers 1100-2099 are read as years, numbers with a leading zero digit by digit, other
 numbers (and any written with thousands commas) as cardinals; text is lower-cased, every other
 character becomes a word break and apostrophes survive only inside words.
-Example: `{example}` -> `{normalize_text(example)}`.
-Synthetic voices are given the normalised text, so the audio says exactly the transcript. Sentences with
+Example: `{example}` -> `{spell_out_for_tts(example)}`.
+Synthetic voices are given the spelled-out text, so the audio says exactly the transcript. Sentences with
 acronyms (spelled out by a voice), words without a vowel, code-like characters or outside 4-24 words
 are dropped.
 

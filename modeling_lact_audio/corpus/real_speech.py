@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from .normalize import normalize_text
 from .text_sources import asterisk_transcripts
+from .tts_text import spell_out_for_tts
 
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 POCKETSPHINX_DIR = Path("/usr/share/pocketsphinx/test/data")
@@ -17,7 +17,7 @@ def _asterisk(limit: int | None) -> list[dict]:
         # Bracketed transcripts describe tones, not words; an ellipsis or quote is not a word either.
         if "[" in raw or not path.exists():
             continue
-        text = normalize_text(raw)
+        text = spell_out_for_tts(raw)
         if text:
             items.append(dict(path=str(path), text=text, speaker="asterisk:allison", domain="telephony"))
     return items[:limit]
@@ -32,7 +32,7 @@ def _pocketsphinx(limit: int | None) -> list[dict]:
         for line in (POCKETSPHINX_DIR / folder / listing).read_text().splitlines():
             match = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\((\S+)\)\s*$", line)
             if match:
-                text = normalize_text(match.group(1))
+                text = spell_out_for_tts(match.group(1))
                 path = POCKETSPHINX_DIR / folder / f"{match.group(2)}.wav"
                 items.append(dict(path=str(path), text=text, speaker=f"pocketsphinx:{folder}", domain=domain))
     return items[: None if limit is None else max(1, limit // 2)]
@@ -41,7 +41,7 @@ def _pocketsphinx(limit: int | None) -> list[dict]:
 def real_utterances(limit: int | None) -> list[dict]:
     """Items for ``test_real``.
 
-    Takes: at most ``limit`` Asterisk prompts (None: all). Returns: dicts with uid, path, text (normalised),
+    Takes: at most ``limit`` Asterisk prompts (None: all). Returns: dicts with uid, path, text (spelled out),
     speaker, engine ("human"), accent, domain, condition ("clean") and snr_db (None).
     """
     items = _asterisk(limit) + _pocketsphinx(limit)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .engines import SAMPLE_RATE, resample, synthesize
+from ..data import SAMPLING_RATE
+from .engines import read_resampled, synthesize
 from .noise import (
     TEST_RECORDINGS,
     TRAIN_RECORDINGS,
@@ -50,7 +51,7 @@ def quantize(audio: np.ndarray) -> np.ndarray:
 def encode_flac(pcm: np.ndarray) -> bytes:
     """Takes: int16 [T] at 16 kHz. Returns: the FLAC file as bytes."""
     buffer = io.BytesIO()
-    sf.write(buffer, pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    sf.write(buffer, pcm, SAMPLING_RATE, format="FLAC", subtype="PCM_16")
     return buffer.getvalue()
 
 
@@ -72,7 +73,7 @@ def _row(item: dict, pcm: np.ndarray, starts, ends, texts, measured) -> dict:
     row = {k: item[k] for k in ROW_KEYS}
     row.update(
         audio={"bytes": encode_flac(pcm), "path": f"{item['uid']}.flac"},
-        duration=len(pcm) / SAMPLE_RATE,
+        duration=len(pcm) / SAMPLING_RATE,
         segment_starts=starts,
         segment_ends=ends,
         segment_texts=texts,
@@ -96,7 +97,7 @@ def _utterance_rows(job: dict, plan: dict) -> list[dict]:
         if item["condition"] != "clean":
             # Measured on the stored 16-bit samples, so quantisation and clipping protection are included.
             measured = measure_snr(pcm / 32767.0, speech)
-        dur = len(pcm) / SAMPLE_RATE
+        dur = len(pcm) / SAMPLING_RATE
         rows.append(_row(item, pcm, [0.0], [dur], [item["text"]], measured))
     return rows
 
@@ -104,10 +105,8 @@ def _utterance_rows(job: dict, plan: dict) -> list[dict]:
 def _real_rows(job: dict) -> list[dict]:
     rows = []
     for item in job["items"]:
-        audio, rate = sf.read(item["path"], dtype="float32", always_2d=True)
-        audio = resample(audio.mean(axis=1), rate)
-        pcm = quantize(audio)
-        rows.append(_row(item, pcm, [0.0], [len(pcm) / SAMPLE_RATE], [item["text"]], None))
+        pcm = quantize(read_resampled(item["path"]))
+        rows.append(_row(item, pcm, [0.0], [len(pcm) / SAMPLING_RATE], [item["text"]], None))
     return rows
 
 

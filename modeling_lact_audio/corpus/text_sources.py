@@ -1,4 +1,4 @@
-"""Sentences from packaged text, one domain per whole source, normalised and deduplicated."""
+"""Sentences from packaged text, one domain per whole source, spelled out for the voices and deduplicated."""
 
 import gzip
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .normalize import normalize_text
+from .tts_text import spell_out_for_tts
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
@@ -39,7 +39,7 @@ def _speakable(raw: str) -> str | None:
     if _UNSPEAKABLE.search(raw) or _ACRONYM.search(raw.replace("OK", "")):
         # Acronyms are spelled out by a voice but written as one word: audio and text would disagree.
         return None
-    text = normalize_text(raw)
+    text = spell_out_for_tts(raw)
     words = text.split()
     if not MIN_WORDS <= len(words) <= MAX_WORDS:
         return None
@@ -61,7 +61,7 @@ def fortune_names() -> list[str]:
 def number_sentences(count: int, seed: int) -> list[str]:
     """Spoken numbers, money, times and dates from templates.
 
-    Takes: how many templates to fill (``count``) and a ``seed``. Returns: normalised, distinct,
+    Takes: how many templates to fill (``count``) and a ``seed``. Returns: spelled-out, distinct,
     sorted sentences (duplicates removed, so possibly fewer than ``count``).
     """
     rng = np.random.default_rng([seed, 7])
@@ -98,7 +98,7 @@ def load_domains(seed: int, number_count: int = 4000) -> dict[str, list[str]]:
     """All text domains.
 
     Takes: the build ``seed`` and how many number sentences to generate. Returns: domain name ->
-    sorted normalised sentences; ``fortunes`` and ``numbers`` may be trained on, ``poetry`` never.
+    sorted spelled-out sentences; ``fortunes`` and ``numbers`` may be trained on, ``poetry`` never.
     A sentence found in two domains is kept only in the held-out one, so domains never share text.
     """
     poetry = _clean([s for n in HELD_OUT_FORTUNES for s in _fortune_sentences(n)])

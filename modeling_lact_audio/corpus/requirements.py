@@ -34,7 +34,7 @@ def missing_packages() -> tuple[list[str], list[str]]:
 
 
 def require_packages() -> None:
-    """Stop with a message naming every missing package. Raises: SystemExit when any is missing."""
+    """Stop with a message naming every missing package. Raises: RuntimeError when any is missing."""
     debian, pypi = missing_packages()
     lines = []
     if debian:
@@ -44,4 +44,4 @@ def require_packages() -> None:
         lines.append("missing PyPI packages: " + " ".join(pypi))
         lines.append("  install: pip install " + " ".join(pypi))
     if lines:
-        raise SystemExit("make_corpus: cannot build\n" + "\n".join(lines))
+        raise RuntimeError("cannot build the corpus\n" + "\n".join(lines))

@@ -7,11 +7,11 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .engines import SAMPLE_RATE
+from ..data import SAMPLING_RATE
 
 FEATURES = datasets.Features(
     {
-        "audio": datasets.Audio(sampling_rate=SAMPLE_RATE),
+        "audio": datasets.Audio(sampling_rate=SAMPLING_RATE),
         "uid": datasets.Value("string"),
         "text": datasets.Value("string"),
         "speaker": datasets.Value("string"),

@@ -16,9 +16,9 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from ..data import SAMPLING_RATE
 from .voices import Speaker
 
-SAMPLE_RATE = 16000
 FESTIVAL_VOICE_DIRS = {
     "kal_diphone": "/usr/share/festival/voices/english/kal_diphone",
     "ked_diphone": "/usr/share/festival/voices/english/ked_diphone",
@@ -34,7 +34,7 @@ _PIPER = {}
 
 def resample(audio: np.ndarray, rate_in: int) -> np.ndarray:
     """Resample to 16 kHz. Takes: float32 ``audio`` [T] at ``rate_in`` Hz. Returns: float32 [T']."""
-    ratio = Fraction(SAMPLE_RATE, int(rate_in)).limit_denominator(160)
+    ratio = Fraction(SAMPLING_RATE, int(rate_in)).limit_denominator(160)
     if ratio == 1:
         return audio.astype(np.float32)
     return resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
@@ -46,13 +46,13 @@ def trim_silence(audio: np.ndarray, margin_s: float = 0.05, floor_db: float = -4
     Takes: float32 ``audio`` [T] at 16 kHz. Returns: the span from the first to the last 10 ms frame
     within ``floor_db`` of the loudest frame, widened by ``margin_s`` on each side.
     """
-    frame = SAMPLE_RATE // 100
+    frame = SAMPLING_RATE // 100
     n = len(audio) // frame
     if n == 0:
         return audio
     energy = (audio[: n * frame].reshape(n, frame) ** 2).mean(axis=1)
     loud = np.flatnonzero(energy > energy.max() * 10 ** (floor_db / 10))
-    pad = int(margin_s * SAMPLE_RATE)
+    pad = int(margin_s * SAMPLING_RATE)
     return audio[max(0, loud[0] * frame - pad) : min(len(audio), (loud[-1] + 1) * frame + pad)]
 
 
@@ -69,9 +69,18 @@ def _stretch(speaker: Speaker) -> float:
     return speaker.pitch / speaker.rate
 
 
-def _read(path: str) -> tuple[np.ndarray, int]:
+def read_native_rate(path: str) -> tuple[np.ndarray, int]:
+    """A wav/flac file at whatever rate it was recorded (``data.read_audio`` insists on 16 kHz).
+
+    Takes: a file path. Returns: (float32 mono samples [T] averaged over channels, the file's rate in Hz).
+    """
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     return audio.mean(axis=1), rate
+
+
+def read_resampled(path: str) -> np.ndarray:
+    """A wav/flac file at any rate, as float32 mono [T'] at 16 kHz. Takes: a file path."""
+    return resample(*read_native_rate(path))
 
 
 def _espeak(speaker: Speaker, texts: list[str], workdir: str) -> list[tuple[np.ndarray, int]]:
@@ -80,7 +89,7 @@ def _espeak(speaker: Speaker, texts: list[str], workdir: str) -> list[tuple[np.n
     for i, text in enumerate(texts):
         path = os.path.join(workdir, f"{i}.wav")
         subprocess.run(["espeak-ng", "-v", speaker.voice, "-s", wpm, "-w", path, text], check=True)
-        out.append(_read(path))
+        out.append(read_native_rate(path))
     return out
 
 
@@ -92,7 +101,7 @@ def _flite(speaker: Speaker, texts: list[str], workdir: str) -> list[tuple[np.nd
         subprocess.run(
             ["flite", "-voice", speaker.voice, "--setf", stretch, "-t", text, "-o", path], check=True
         )
-        out.append(_read(path))
+        out.append(read_native_rate(path))
     return out
 
 
@@ -119,7 +128,7 @@ def _festival(items: list[tuple[Speaker, str]], workdir: str) -> list[tuple[np.n
     script_path = os.path.join(workdir, "batch.scm")
     Path(script_path).write_text("\n".join(script) + "\n")
     subprocess.run(["festival", "--batch", script_path], check=True, capture_output=True)
-    return [_read(p) for p in paths]
+    return [read_native_rate(p) for p in paths]
 
 
 def _piper_voice(name: str):
@@ -158,7 +167,7 @@ def _piper(speaker: Speaker, texts: list[str]) -> list[tuple[np.ndarray, int]]:
 def synthesize(items: list[tuple[Speaker, str]]) -> list[np.ndarray]:
     """Speak a batch of sentences.
 
-    Takes: ``items``, (Speaker, normalised text) pairs of one engine. Returns: one float32 array [T]
+    Takes: ``items``, (Speaker, spelled-out text) pairs of one engine. Returns: one float32 array [T]
     per item at 16 kHz, silence trimmed to 50 ms, peak-normalised to 0.7.
     """
     engines = {s.engine for s, _ in items}

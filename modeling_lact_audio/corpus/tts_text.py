@@ -1,4 +1,9 @@
-"""Transcript normalisation for character CTC: lower case a-z, apostrophe and single spaces."""
+"""Written English to the words a TTS voice says: the corpus' transcripts and the voices' input.
+
+Not the scoring normaliser (``modeling_lact_audio.asr.normalize_for_scoring``) nor the tokenizer's
+``processors.normalize_text``: this one rewrites numbers, money, times and abbreviations as words, so
+that a synthetic voice reads exactly the transcript stored with its audio.
+"""
 
 import re
 import unicodedata
@@ -111,8 +116,8 @@ def _time(match: re.Match) -> str:
     return f" {number_to_words(hour)} {number_to_words(minute)} "
 
 
-def normalize_text(text: str) -> str:
-    """Normalise a sentence for character CTC.
+def spell_out_for_tts(text: str) -> str:
+    """Spell a sentence out as a voice reads it, in the character-CTC alphabet (a-z, ``'``, space).
 
     Takes: raw English text. Returns: lower-case words of a-z and apostrophes separated by single
     spaces. Numbers are spelled out (money, times, ordinals, decimals, years 1100-2099 as spoken;

@@ -1,7 +1,7 @@
 """Analytic FLOP counts of one token mixer, checked against ``torch.utils.flop_counter.FlopCounterMode``.
 
 Counts matmul FLOPs (2 per multiply-add) the way ``FlopCounterMode`` does: linear layers, batched
-matmuls of the LaCT op (``eval/bench_lact_op.op_flops``: 18·T·H·D·Dh plus Newton-Schulz per chunk) and
+matmuls of the LaCT op (``op.op_flops``: 18·T·H·D·Dh plus Newton-Schulz per chunk) and
 SDPA (4·Tq·Tk·hidden). *Executed* attention work follows ``LaCTAudioMixer._attention``: a window mixer
 runs attention in query blocks of ``lact_chunk_size`` frames, each block over the keys
 ``[block_start - window, block_end)`` (``+ window`` on the right when bidirectional), clipped to the
@@ -13,8 +13,9 @@ forward (``fwd_bwd`` = 3x forward), as ``FlopCounterMode`` does.
 from __future__ import annotations
 
 import torch
-from harness import op_flops  # eval/bench_lact_op.op_flops
 from torch.utils.flop_counter import FlopCounterMode
+
+from .op import op_flops
 
 
 def visible_keys(T: int, config) -> float:
@@ -89,13 +90,12 @@ def counted_flops(module, T: int, mode: str) -> int:
     d = module.config.hidden_size
     impl, module.config._attn_implementation = module.config._attn_implementation, "eager"
     x = torch.randn(1, T, d, requires_grad=mode == "fwd_bwd")
-    pos = torch.arange(T)
     with FlopCounterMode(display=False) as counter:
         if mode == "fwd":
             with torch.no_grad():
-                module(x, pos)
+                module(x)
         else:
-            out, _ = module(x, pos)
+            out, _ = module(x)
             out.square().mean().backward()
     module.zero_grad(set_to_none=True)
     module.config._attn_implementation = impl

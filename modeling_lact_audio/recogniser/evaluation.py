@@ -1,0 +1,276 @@
+"""Evaluate recogniser heads and Whisper zero-shot on the same utterances: WER/CER, intervals, paired tests."""
+
+import json
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..asr import per_utterance_errors
+from ..configuration_lact_audio import LaCTAudioConfig
+from ..modeling_lact_audio import count_parameters
+from .heads import BiLSTMCTCHead, CachedStatesCTC
+from .lm import CTCBeamSearchDecoder
+from .training import cached_logits, greedy_texts
+
+
+def wer_cer(references: list[str], predictions: list[str]) -> dict:
+    """Corpus-level ``{"wer", "cer"}`` of texts normalised as the tokenizer normalises them."""
+    import jiwer
+
+    from ..processors import normalize_text
+
+    refs = [normalize_text(t) for t in references]
+    hyps = [normalize_text(t) for t in predictions]
+    return {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps)}
+
+
+def rate_interval(errors, totals, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``sum(errors) / sum(totals)`` (``scipy.stats.bootstrap``,
+    utterances resampled with replacement)."""
+    from scipy.stats import bootstrap
+
+    errors, totals = np.asarray(errors, dtype=np.float64), np.asarray(totals, dtype=np.float64)
+    result = bootstrap(
+        (errors, totals),
+        lambda e, t, axis=-1: e.sum(axis) / np.maximum(t.sum(axis), 1),
+        paired=True,
+        vectorized=True,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def score_split(references: list[str], predictions: list[str]) -> dict:
+    """Corpus-level WER/CER with 95% intervals and the per-utterance counts behind them."""
+    counts = per_utterance_errors(references, predictions)
+    wer = counts["word_errors"].sum() / max(counts["words"].sum(), 1)
+    cer = counts["char_errors"].sum() / max(counts["chars"].sum(), 1)
+    return {
+        "wer": float(wer),
+        "wer_ci": rate_interval(counts["word_errors"], counts["words"]),
+        "cer": float(cer),
+        "cer_ci": rate_interval(counts["char_errors"], counts["chars"]),
+        "utterances": len(references),
+        "counts": {k: v.tolist() for k, v in counts.items()},
+    }
+
+
+def paired_bootstrap_pvalue(errors_a, errors_b, totals, samples: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired bootstrap p-value that systems a and b have the same corpus-level error rate.
+
+    ``errors_a, errors_b, totals``: ``[N]`` edit counts of each system and reference lengths on the
+    same N utterances. The utterances are resampled with replacement; the p-value is twice the share
+    of resamples on the less frequent side of zero difference (Koehn 2004), at most 1.
+    """
+    errors_a, errors_b, totals = (np.asarray(x, dtype=np.float64) for x in (errors_a, errors_b, totals))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(totals), size=(samples, len(totals)))
+    diff = (errors_a[picks].sum(1) - errors_b[picks].sum(1)) / np.maximum(totals[picks].sum(1), 1)
+    return float(min(1.0, 2 * min((diff <= 0).mean(), (diff >= 0).mean())))
+
+
+def load_head(folder: str):
+    """A head saved by :func:`modeling_lact_audio.recogniser.training.save_recogniser`, in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    info = json.loads((folder / "head_info.json").read_text())
+    if info["kind"] == "bilstm":
+        head = BiLSTMCTCHead(info["input_size"], info["hidden_size"], info["vocab_size"], blank=info["blank"])
+    else:
+        head = CachedStatesCTC(LaCTAudioConfig.from_pretrained(folder), info["d_model"])
+    head.load_state_dict(load_file(folder / "head.safetensors"))
+    return head.eval()
+
+
+def tune_lm(
+    log_probs,
+    references,
+    vocab,
+    lm_folder,
+    score_fn,
+    lm_weights=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+    word_scores=(-1.0, 0.0, 1.0, 2.0),
+    beam_size: int = 50,
+) -> dict:
+    """Grid search of the LM weight and word bonus on *validation* log-probabilities; returns the best by WER.
+
+    ``score_fn(references, predictions) -> {"wer", "cer"}``. Returns ``{"lm_weight", "word_score",
+    "beam_size", "wer", "cer", "grid": [...]}``.
+    """
+    lengths = torch.tensor([lp.shape[0] for lp in log_probs])
+    padded = torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True)
+    grid = []
+    for w in tqdm(lm_weights, desc="LM grid"):
+        for s in word_scores:
+            decoder = CTCBeamSearchDecoder(vocab, lm_folder, beam_size=beam_size, lm_weight=w, word_score=s)
+            grid.append({"lm_weight": w, "word_score": s, **score_fn(references, decoder(padded, lengths))})
+    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
+    return {**best, "beam_size": beam_size, "grid": grid}
+
+
+def decode_with_lm(log_probs, decoder: CTCBeamSearchDecoder) -> list[str]:
+    """Beam-search transcripts of per-utterance log-probabilities ``[T_i, V]``."""
+    lengths = torch.tensor([lp.shape[0] for lp in log_probs])
+    return decoder(torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True), lengths)
+
+
+def head_predictions(head, split: datasets.Dataset, tokenizer, decoder=None) -> dict:
+    """Greedy (and, with ``decoder``, LM beam-search) transcripts of a cached split, with the head's time."""
+    start = time.perf_counter()
+    log_probs = cached_logits(head, split)
+    seconds = time.perf_counter() - start
+    out = {"greedy": greedy_texts(log_probs, tokenizer), "head_seconds": seconds}
+    if decoder is not None:
+        out["lm"] = decode_with_lm(log_probs, decoder)
+    return out
+
+
+@torch.inference_mode()
+def whisper_predictions(folder: str, audio: list[np.ndarray], num_beams: int, batch_size: int = 8) -> dict:
+    """Whisper zero-shot transcripts with its own decoder (greedy: ``num_beams=1``) and the seconds taken."""
+    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    processor = WhisperProcessor.from_pretrained(folder)
+    config = GenerationConfig.from_model_config(model.config)
+    config.update(**model.generation_config.to_dict())
+    config.num_beams, config.max_new_tokens, config.max_length = num_beams, 200, None
+    texts, start = [], time.perf_counter()
+    for i in tqdm(range(0, len(audio), batch_size), desc=f"whisper beam={num_beams}"):
+        features = processor.feature_extractor(audio[i : i + batch_size], sampling_rate=16000, return_tensors="pt")
+        ids = model.generate(features.input_features, generation_config=config)
+        texts += processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return {"texts": texts, "seconds": time.perf_counter() - start, "parameters": count_parameters(model, False)}
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1))
+
+
+def evaluate_recognisers(
+    heads: dict[str, str],
+    cache: str,
+    corpus: str,
+    splits: list[str],
+    rows: int,
+    output: str,
+    lm_folder: str | None = None,
+    whisper_folder: str | None = None,
+    whisper_beams: tuple = (1,),
+    reference: str | None = None,
+    score_fn=None,
+) -> dict:
+    """Every head and Whisper zero-shot on the same ``rows`` utterances of each split; writes ``output``.
+
+    Args:
+        heads: system name -> head folder (``save_recogniser``); each is scored greedy and, with
+            ``lm_folder``, with LM beam search whose weights are tuned on the cached validation split.
+        cache: the encoder-state cache (``encoder_cache.cache_split`` output) holding ``splits`` and
+            ``validation``, built with ``rows`` rows per split.
+        corpus: the corpus the cache came from (Whisper zero-shot reads its audio).
+        whisper_folder, whisper_beams: Whisper zero-shot systems (``num_beams`` each); None: none.
+        reference: the system the paired p-values compare every other system with.
+        score_fn: normaliser-aware ``(references, predictions) -> {"wer", "cer"}`` for LM tuning.
+
+    Returns the results dict also written to ``output/results.json`` (with ``REPORT.md`` and a plot).
+    """
+    from ..data import SAMPLING_RATE, load_split, read_audio
+    from ..processors import LaCTCTCTokenizer, normalize_text
+    from .encoder_cache import encode_waveforms, load_whisper_encoder
+    from .report import markdown_tables, plot
+    from .training import add_labels
+
+    def load_cached(split):
+        return datasets.load_from_disk(str(Path(cache) / split))
+
+    output = Path(output)
+    results = {"splits": splits, "rows_per_split": rows, "systems": {}, "reference_system": reference}
+    encoder_rtf = None
+    if whisper_folder is not None:  # the heads' real-time factor includes the encoder they read
+        encoder, feature_extractor = load_whisper_encoder(whisper_folder)
+        sample = [read_audio(c) for c in load_split(corpus, splits[0], max_rows=16, shuffle_seed=0)["audio"]]
+        start = time.perf_counter()
+        for i in range(0, len(sample), 8):
+            encode_waveforms(encoder, feature_extractor, sample[i : i + 8])
+        encoder_rtf = (time.perf_counter() - start) / (sum(len(a) for a in sample) / SAMPLING_RATE)
+        results["encoder_rtf"] = encoder_rtf
+    references = {s: [normalize_text(t) for t in load_cached(s)["text"]] for s in splits}
+    for name, folder in heads.items():
+        tokenizer = LaCTCTCTokenizer.from_pretrained(folder)
+        head = load_head(folder)
+        summary_file = Path(folder).parent / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        decoder, tuned = None, None
+        if lm_folder is not None:
+            validation = add_labels(load_cached("validation"), tokenizer)
+            tuned = tune_lm(
+                cached_logits(head, validation), list(validation["text"]), tokenizer.get_vocab(), lm_folder, score_fn
+            )
+            decoder = CTCBeamSearchDecoder(
+                tokenizer.get_vocab(),
+                lm_folder,
+                beam_size=tuned["beam_size"],
+                lm_weight=tuned["lm_weight"],
+                word_score=tuned["word_score"],
+            )
+        systems = {name: {"splits": {}}, **({f"{name} + LM": {"splits": {}, "lm": tuned}} if decoder else {})}
+        audio_seconds = head_seconds = 0.0
+        for split in splits:
+            data = add_labels(load_cached(split), tokenizer)
+            preds = head_predictions(head, data, tokenizer, decoder)
+            head_seconds += preds["head_seconds"]
+            audio_seconds += float(np.sum(data["duration"]))
+            systems[name]["splits"][split] = score_split(
+                references[split], [normalize_text(t) for t in preds["greedy"]]
+            )
+            if decoder:
+                systems[f"{name} + LM"]["splits"][split] = score_split(
+                    references[split], [normalize_text(t) for t in preds["lm"]]
+                )
+        for system in systems.values():
+            head_rtf = head_seconds / audio_seconds
+            system.update(
+                parameters=count_parameters(head),
+                train_seconds=summary.get("train_seconds"),
+                head_rtf=head_rtf,
+                rtf=None if encoder_rtf is None else head_rtf + encoder_rtf,
+                best=summary.get("best"),
+            )
+        results["systems"].update(systems)
+    if whisper_folder is not None:
+        for beams in whisper_beams:
+            name = f"whisper tiny.en zero-shot ({'greedy' if beams == 1 else f'beam {beams}'})"
+            system, audio_seconds, seconds = {"splits": {}}, 0.0, 0.0
+            for split in splits:
+                data = load_split(corpus, split, max_rows=rows, shuffle_seed=0)
+                if list(data["uid"]) != list(load_cached(split)["uid"]):
+                    raise ValueError(f"{split}: the cache holds other utterances than load_split(max_rows={rows})")
+                audio = [read_audio(c) for c in data["audio"]]
+                out = whisper_predictions(whisper_folder, audio, beams)
+                seconds += out["seconds"]
+                audio_seconds += sum(len(a) for a in audio) / SAMPLING_RATE
+                system["splits"][split] = score_split(references[split], [normalize_text(t) for t in out["texts"]])
+                system["parameters"] = out["parameters"]
+            system["rtf"] = seconds / audio_seconds
+            results["systems"][name] = system
+    if reference is not None:
+        base = results["systems"][reference]["splits"]
+        for name, system in results["systems"].items():
+            for split, entry in system["splits"].items():
+                if name != reference:
+                    entry["p_vs_reference"] = paired_bootstrap_pvalue(
+                        base[split]["counts"]["word_errors"], entry["counts"]["word_errors"], entry["counts"]["words"]
+                    )
+    write_json(output / "results.json", results)
+    (output / "REPORT.md").write_text(markdown_tables(results))
+    plot(results, output / "results.png")
+    return results

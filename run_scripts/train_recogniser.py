@@ -1,0 +1,73 @@
+"""Train a recogniser head on a frozen pretrained Whisper encoder's cached states, in sessions.
+
+    python run_scripts/train_recogniser.py --corpus data/corpus --model lact --output outputs/recogniser/lact
+
+The encoder runs once per split (``--cache``, reused by every model of the recipe); ``--model`` is one of
+``lact``, ``baseline_transformer``, ``baseline_sliding_window``, ``bilstm``; every model sees the same
+batches for the same number of steps.
+"""
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from modeling_lact_audio.processors import LaCTCTCTokenizer
+from modeling_lact_audio.recogniser.encoder_cache import cache_split, load_whisper_encoder
+from modeling_lact_audio.recogniser.evaluation import wer_cer
+from modeling_lact_audio.recogniser.heads import RECOGNISER_KINDS, build_recogniser, recogniser_config
+from modeling_lact_audio.recogniser.training import RecogniserTrainingArguments, add_labels, train_recogniser
+
+DEFAULT_WHISPER = os.path.join(
+    os.environ.get("LACT_AUDIO_CACHE", os.path.expanduser("~/.cache/lact-audio")), "whisper-tiny.en-hf"
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default="data/corpus")
+    parser.add_argument(
+        "--whisper", default=DEFAULT_WHISPER, help="transformers Whisper folder (make whisper-baseline)"
+    )
+    parser.add_argument("--cache", default="cache/whisper_tiny_en_states", help="encoder-state cache folder")
+    parser.add_argument("--model", choices=RECOGNISER_KINDS, default="lact")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--train-rows", type=int, default=None, help="a fixed random subset of the train split")
+    parser.add_argument("--validation-rows", type=int, default=300)
+    parser.add_argument("--lact-chunk-size", type=int, default=128)
+    for f in dataclasses.fields(RecogniserTrainingArguments):
+        if f.name in ("output_dir", "extra"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            parser.add_argument(flag, type=type(f.default), default=f.default)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    encoder, feature_extractor = load_whisper_encoder(args.whisper)
+    encoder_id = Path(args.whisper).name
+    train = cache_split(
+        args.corpus, "train", args.cache, encoder, feature_extractor, args.train_rows, encoder_id=encoder_id
+    )
+    validation = cache_split(
+        args.corpus, "validation", args.cache, encoder, feature_extractor, args.validation_rows, encoder_id=encoder_id
+    )
+    tokenizer = LaCTCTCTokenizer.from_texts(train["text"])
+    train, validation = add_labels(train, tokenizer), add_labels(validation, tokenizer)
+    config = recogniser_config(len(tokenizer), lact_chunk_size=args.lact_chunk_size)
+    model = build_recogniser(args.model, config, encoder.config.d_model)
+    fields = {f.name for f in dataclasses.fields(RecogniserTrainingArguments)} - {"output_dir", "extra"}
+    training_args = RecogniserTrainingArguments(
+        output_dir=args.output,
+        **{k: getattr(args, k) for k in fields},
+        extra={"model": args.model, "train_rows": len(train), "corpus": args.corpus},
+    )
+    return train_recogniser(model, tokenizer, train, validation, training_args, wer_cer)
+
+
+if __name__ == "__main__":
+    main()
