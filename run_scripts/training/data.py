@@ -4,55 +4,16 @@ Every ``--model`` sees the same utterances in the same batches: a batch plan dep
 seed, the epoch and the utterance durations (counted in 10 ms frames), never on the model.
 """
 
-import io
 import math
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
-import soundfile as sf
 import torch
 
-SAMPLING_RATE = 16000
+from modeling_lact_audio.data import SAMPLING_RATE, durations, load_split, read_audio  # noqa: F401  (re-exported)
+
 FRAMES_PER_SECOND = 100  # the budget unit of max_frames_per_batch: 10 ms log-mel frames
-
-
-def load_split(corpus: str, split: str, max_rows: int | None = None) -> datasets.Dataset:
-    """One split of the saved corpus with undecoded audio; raises ``ValueError`` naming the splits there are."""
-    try:
-        dataset = datasets.load_from_disk(corpus)
-    except FileNotFoundError as error:
-        raise ValueError(
-            f"no corpus at {corpus!r}: build one with `python run_scripts/make_corpus.py --output {corpus}` "
-            "or pass --corpus"
-        ) from error
-    if not isinstance(dataset, datasets.DatasetDict):
-        raise ValueError(f"{corpus!r} holds one Dataset; expected a DatasetDict with named splits")
-    if split not in dataset:
-        raise ValueError(f"split {split!r} is not in {corpus!r}; it has {sorted(dataset)}")
-    rows = dataset[split]
-    for column in ("audio", "text"):
-        if column not in rows.column_names:
-            raise ValueError(f"split {split!r} of {corpus!r} has no {column!r} column (columns: {rows.column_names})")
-    if max_rows is not None:
-        rows = rows.select(range(min(max_rows, len(rows))))
-    return rows.cast_column("audio", datasets.Audio(decode=False))
-
-
-def read_audio(cell: dict) -> np.ndarray:
-    """float32 mono samples ``[L]`` at 16 kHz of an undecoded ``Audio`` cell."""
-    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell["path"]
-    audio, rate = sf.read(source, dtype="float32", always_2d=True)
-    if rate != SAMPLING_RATE:
-        raise ValueError(f"audio at {rate} Hz; the corpus is stored at {SAMPLING_RATE} Hz")
-    return audio.mean(axis=1)
-
-
-def durations(rows: datasets.Dataset) -> np.ndarray:
-    """Seconds of every row, from the ``duration`` column when there is one."""
-    if "duration" in rows.column_names:
-        return np.asarray(rows["duration"], dtype=np.float64)
-    return np.asarray([len(read_audio(cell)) / SAMPLING_RATE for cell in rows["audio"]])
 
 
 def plan_batches(

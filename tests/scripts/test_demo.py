@@ -1,0 +1,35 @@
+"""run_scripts/demo.py: the shipped checkpoint, offline through ``asr.Transcriber`` and streamed, on a tiny corpus."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from modeling_lact_audio.corpus.build import build
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "run_scripts" / "demo.py"
+CHECKPOINT = ROOT / "model_cards" / "checkpoints" / "lact_small_ctc"
+
+
+def test_demo_runs_without_path_edits(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["demo.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(DEMO), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "--checkpoint" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_streamed_equals_offline(tmp_path, capsys):
+    build(str(tmp_path / "corpus"), seed=0, tiny=True, workers=1, progress=False)
+    # run_path without run_name="__main__" defines the demo's functions without running main().
+    demo = runpy.run_path(str(DEMO))
+    results = demo["transcribe_shipped"](CHECKPOINT, tmp_path / "corpus", count=2)
+    assert [r["split"] for r in results] == ["test_unseen_speakers"] * 2 + ["test_real"] * 2
+    for r in results:
+        # A stream fed one LaCT chunk at a time is the same computation as one offline call.
+        assert r["offline"] and r["streamed"] == r["offline"], r
+        assert len(r["latencies"]) >= 1 and min(r["latencies"]) > 0
+    assert capsys.readouterr().out.count("streamed == offline: True") == 4
