@@ -5,7 +5,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from tests.lact_op_utils import make_inputs, padding_mask
 
 from modeling_lact_audio.kernels import (
     ORDERS,
@@ -15,6 +14,7 @@ from modeling_lact_audio.kernels import (
     newton_schulz,
 )
 from modeling_lact_audio.kernels.chunk import _gradients
+from tests.lact_op_utils import make_inputs, padding_mask
 
 CASES = list(itertools.product(ORDERS, [0, 5], [False, True], [False, True], [False, True]))
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from tests.lact_op_utils import make_inputs, padding_mask
 
 from modeling_lact_audio.kernels import FastWeightState, lact_swiglu
+from tests.lact_op_utils import make_inputs, padding_mask
 
 
 def _call(x, sl, state, **kw):

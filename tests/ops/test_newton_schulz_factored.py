@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from tests.lact_op_utils import make_inputs, padding_mask
 
 from modeling_lact_audio.kernels import ORDERS, FastWeightState, lact_swiglu, newton_schulz
 from modeling_lact_audio.kernels import chunk as chunk_module
 from modeling_lact_audio.kernels.newton_schulz import factored_is_cheaper, newton_schulz_factored, newton_schulz_flops
+from tests.lact_op_utils import make_inputs, padding_mask
 
 
 @pytest.mark.parametrize("m,n,r", [(10, 6, 4), (6, 10, 1), (12, 12, 5), (9, 14, 9), (7, 5, 8)])
