@@ -9,14 +9,12 @@ Writes ``results.json`` (WER/CER with 95% bootstrap intervals, paired bootstrap 
 """
 
 import argparse
-import os
 
 from modeling_lact_audio.recogniser.evaluation import evaluate_recognisers, wer_cer
+from modeling_lact_audio.whisper_conversion.baseline import default_output_dir
 
 SPLITS = ["test_seen", "test_unseen_speakers", "test_noise", "test_domain", "test_real"]
-DEFAULT_WHISPER = os.path.join(
-    os.environ.get("LACT_AUDIO_CACHE", os.path.expanduser("~/.cache/lact-audio")), "whisper-tiny.en-hf"
-)
+DEFAULT_WHISPER = str(default_output_dir())
 
 
 def parse_args(argv=None):

@@ -9,7 +9,6 @@ batches for the same number of steps.
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
 from modeling_lact_audio.processors import LaCTCTCTokenizer
@@ -17,10 +16,9 @@ from modeling_lact_audio.recogniser.encoder_cache import cache_split, load_whisp
 from modeling_lact_audio.recogniser.evaluation import wer_cer
 from modeling_lact_audio.recogniser.heads import RECOGNISER_KINDS, build_recogniser, recogniser_config
 from modeling_lact_audio.recogniser.training import RecogniserTrainingArguments, add_labels, train_recogniser
+from modeling_lact_audio.whisper_conversion.baseline import default_output_dir
 
-DEFAULT_WHISPER = os.path.join(
-    os.environ.get("LACT_AUDIO_CACHE", os.path.expanduser("~/.cache/lact-audio")), "whisper-tiny.en-hf"
-)
+DEFAULT_WHISPER = str(default_output_dir())
 
 
 def parse_args(argv=None):

@@ -71,7 +71,7 @@ def spec_augment(states: torch.Tensor, mask: torch.Tensor, args: RecogniserTrain
         np.random.seed(int(rng.integers(2**31)))  # _compute_mask_indices draws from numpy's global generator
         spans = _compute_mask_indices((B, T), args.time_mask_prob, args.time_mask_length, mask, min_masks=1)
         states[torch.from_numpy(spans)] = 0
-    if args.feature_mask_prob > 0:
+    if args.feature_mask_prob > 0 and d > args.feature_mask_length:
         np.random.seed(int(rng.integers(2**31)))
         bands = _compute_mask_indices((B, d), args.feature_mask_prob, args.feature_mask_length, min_masks=1)
         states = states.masked_fill(torch.from_numpy(bands)[:, None, :], 0)
