@@ -48,6 +48,7 @@ def lact_swiglu_reference(
     weight_norm: bool = True,
     momentum: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    output_final_state: bool = True,
 ):
     """Reference implementation of ``lact_swiglu`` (same contract; see its docstring).
 
@@ -118,7 +119,7 @@ def lact_swiglu_reference(
     for s, e, full in spans:
         if order == "apply_update":
             read(s, e)
-            if full:
+            if full and (output_final_state or e < n_p + T):  # no output reads the last chunk's update
                 update(s, e)
             else:
                 new_pending = PendingChunk(
@@ -149,4 +150,4 @@ def lact_swiglu_reference(
         pending=new_pending,
         seen=state.seen + T,
     )
-    return out, new_state
+    return out, new_state if output_final_state else None

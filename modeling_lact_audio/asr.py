@@ -1,19 +1,26 @@
-"""One transcriber for every saved recogniser folder, and the text normaliser used for scoring.
+"""One transcriber for every saved recogniser folder, and the scoring used for every WER/CER.
 
-Used by ``eval/asr_eval.py``, the demo and the Whisper conversion check, so every number in the
-project comes from the same decoding and the same normalisation.
+Used by training-time validation (``modeling_lact_audio.training``), ``eval/asr_eval.py``, the demo
+and the Whisper conversion check, so every number in the project comes from the same decoding, the
+same text normalisation and the same metric modules.
 """
 
 import json
 from pathlib import Path
 
+import evaluate
 import jiwer
 import numpy as np
 import torch
+from scipy.stats import bootstrap
 from transformers import GenerationConfig, GenerationMixin
 
 from .data import SAMPLING_RATE
+from .modeling_lact_audio import count_parameters
 from .processors import normalize_text
+
+# The local `evaluate` modules (``evaluate.load("wer")`` needs the Hub); shipped as package data.
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 
 def normalize_for_scoring(text: str) -> str:
@@ -21,10 +28,16 @@ def normalize_for_scoring(text: str) -> str:
 
     The CTC tokenizer's own normaliser (NFKC, lower case, punctuation to spaces, apostrophes kept), so a
     character model is scored on exactly the alphabet it writes; every earlier result in
-    ``eval/results`` used it. (transformers' ``BasicTextNormalizer`` would split "don't" into two words,
-    which a character CTC model never does.)
+    ``eval/results`` used it. transformers' ``BasicTextNormalizer`` would split "don't" into two words,
+    which a character CTC model never does, and ``EnglishTextNormalizer`` rewrites spellings and numbers
+    that the character models were trained to write as they are.
     """
     return normalize_text(text)
+
+
+def load_metrics() -> tuple:
+    """The local WER and CER ``evaluate`` modules, as ``(wer, cer)``."""
+    return evaluate.load(str(METRICS_DIR / "wer")), evaluate.load(str(METRICS_DIR / "cer"))
 
 
 def per_utterance_errors(references: list[str], predictions: list[str]) -> dict[str, np.ndarray]:
@@ -40,95 +53,147 @@ def per_utterance_errors(references: list[str], predictions: list[str]) -> dict[
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
-class Transcriber:
-    """Transcribes batches of 16 kHz float32 waveforms with a CTC model or a Whisper model.
+def rate_interval(errors, totals, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the corpus-level rate ``sum(errors) / sum(totals)``.
 
     Args:
-        model: a ``LaCTAudioForCTC`` / ``Wav2Vec2ForCTC`` (CTC, greedy), a Whisper trained here on
-            characters, or the converted pretrained Whisper (``generate()`` with its own tokenizer).
+        errors, totals: ``[N]`` edit counts and reference lengths of N utterances; the utterances are
+            resampled with replacement (``scipy.stats.bootstrap``, paired).
+        samples: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Returns:
+        ``(low, high)``; NaNs for no utterance, the rate itself for one (nothing to resample).
+    """
+    errors, totals = np.asarray(errors, dtype=np.float64), np.asarray(totals, dtype=np.float64)
+    if len(errors) == 0:
+        return float("nan"), float("nan")
+    if len(errors) == 1:
+        rate = float(errors[0] / max(totals[0], 1))
+        return rate, rate
+    result = bootstrap(
+        (errors, totals),
+        lambda e, t, axis=-1: e.sum(axis) / np.maximum(t.sum(axis), 1),
+        paired=True,
+        vectorized=True,
+        n_resamples=samples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def whisper_char_features(feature_extractor, audio: list[np.ndarray], num_frames: int) -> torch.Tensor:
+    """Input of a Whisper trained here on characters: the CTC models' log-mel, zero-padded (or cut) to
+    Whisper's fixed length. ``audio``: 16 kHz waveforms ``[L_i]`` -> ``[B, n_mels, num_frames]`` float32."""
+    features = feature_extractor(
+        audio,
+        sampling_rate=SAMPLING_RATE,
+        return_tensors="pt",
+        padding="max_length",
+        max_length=num_frames,
+        truncation=True,
+    )["input_features"]
+    return features.transpose(1, 2).contiguous()
+
+
+def _is_character_whisper(config, tokenizer) -> bool:
+    """A Whisper trained here: its vocabulary is the character tokenizer's plus decoder start and end."""
+    return config.model_type == "whisper" and len(tokenizer.get_vocab()) == config.vocab_size - 2
+
+
+class Transcriber:
+    """Transcribes batches of 16 kHz float32 waveforms with a CTC model or a Whisper model, greedily.
+
+    Args:
+        model: a ``LaCTAudioForCTC`` / ``Wav2Vec2ForCTC`` / attention baseline (CTC: argmax, collapse), a
+            Whisper trained here on characters, or the converted pretrained Whisper (its own tokenizer).
         processor: the folder's processor (feature extractor + tokenizer).
         device: where the model runs.
+        max_new_tokens: the longest transcript a Whisper may write, in tokens; by default 400 characters
+            (a character Whisper) or 200 BPE tokens (the pretrained one: about its 30 s window's worth).
 
-    ``__call__(audio: list[np.ndarray [L_i]]) -> list[str]``; ``transcribe_batch(batch)`` takes an
-    already collated batch (``input_features``/``input_values`` and ``attention_mask``).
+    ``kind`` is ``"ctc"``, ``"whisper_chars"`` or ``"whisper_pretrained"``; ``num_parameters`` counts
+    the trainable parameters. ``__call__(audio: list[np.ndarray [L_i]]) -> list[str]``;
+    ``transcribe_batch(batch)`` takes an already collated batch (what training validation has).
     """
 
-    def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int = 400):
+    def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int | None = None):
         self.model, self.processor, self.device = model.to(device).eval(), processor, torch.device(device)
-        self.max_new_tokens = max_new_tokens
-        config = model.config
-        if config.model_type != "whisper":
+        if model.config.model_type != "whisper":
             self.kind = "ctc"
+        elif _is_character_whisper(model.config, processor.tokenizer):
+            self.kind = "whisper_chars"
         else:
-            vocab = getattr(processor.tokenizer, "get_vocab", dict)()
-            self.kind = "whisper_chars" if len(vocab) == config.vocab_size - 2 else "whisper_pretrained"
-        self.num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            self.kind = "whisper_pretrained"
+        self.max_new_tokens = max_new_tokens or (200 if self.kind == "whisper_pretrained" else 400)
+        self.num_parameters = count_parameters(model)
 
     @classmethod
     def from_pretrained(cls, folder: str, device: str = "cpu") -> "Transcriber":
-        """Load the model and processor saved in ``folder``."""
-        from transformers import AutoConfig, AutoModelForCTC, AutoProcessor, WhisperForConditionalGeneration
+        """Load the model and processor saved in ``folder`` (``save_pretrained`` of both).
+
+        Raises:
+            FileNotFoundError: ``folder`` is not a directory.
+        """
+        from transformers import (
+            AutoConfig,
+            AutoModelForCTC,
+            AutoProcessor,
+            WhisperForConditionalGeneration,
+            WhisperProcessor,
+        )
 
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"no model folder at {folder!r}")
         config = AutoConfig.from_pretrained(folder)
-        if config.model_type == "whisper":
-            model = WhisperForConditionalGeneration.from_pretrained(folder)
-            chars = Path(folder) / "vocab.json"
-            if chars.exists() and len(json.loads(chars.read_text())) == config.vocab_size - 2:
-                processor = AutoProcessor.from_pretrained(folder)
-            else:
-                from transformers import WhisperProcessor
-
-                processor = WhisperProcessor.from_pretrained(folder)
-        else:
-            model, processor = AutoModelForCTC.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
-        return cls(model, processor, device)
+        if config.model_type != "whisper":
+            return cls(AutoModelForCTC.from_pretrained(folder), AutoProcessor.from_pretrained(folder), device)
+        model = WhisperForConditionalGeneration.from_pretrained(folder)
+        chars = Path(folder) / "vocab.json"
+        # A character Whisper's folder holds our LaCTProcessor; the converted one holds Whisper's own.
+        if chars.exists() and len(json.loads(chars.read_text())) == config.vocab_size - 2:
+            return cls(model, AutoProcessor.from_pretrained(folder), device)
+        return cls(model, WhisperProcessor.from_pretrained(folder), device)
 
     @torch.no_grad()
     def __call__(self, audio: list[np.ndarray]) -> list[str]:
+        """Transcripts of 16 kHz float32 waveforms ``[L_i]``, one string each."""
         extractor = self.processor.feature_extractor
         if self.kind == "ctc":
-            batch = self.processor(audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+            batch = dict(self.processor(audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
         elif self.kind == "whisper_pretrained":
-            batch = extractor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+            batch = dict(extractor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
         else:
             frames = 2 * self.model.config.max_source_positions
-            features = extractor(
-                audio,
-                sampling_rate=SAMPLING_RATE,
-                return_tensors="pt",
-                padding="max_length",
-                max_length=frames,
-                truncation=True,
-            )["input_features"]
-            batch = {"input_features": features.transpose(1, 2)}
-        return self.transcribe_batch(dict(batch))
+            batch = {"input_features": whisper_char_features(extractor, audio, frames)}
+        return self.transcribe_batch(batch)
 
     @torch.no_grad()
     def transcribe_batch(self, batch: dict) -> list[str]:
-        """Transcripts of one collated batch (labels, if present, are ignored)."""
+        """Transcripts of one collated batch: ``input_features`` / ``input_values`` ``[B, ...]`` and, for
+        CTC models, ``attention_mask``; ``labels``, if present, are ignored."""
         batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
         tokenizer = self.processor.tokenizer
         if self.kind == "ctc":
             return tokenizer.batch_decode(self.model(**batch).logits.argmax(-1))
         if self.kind == "whisper_pretrained":
-            ids = self.model.generate(batch["input_features"], max_new_tokens=200)
+            ids = self.model.generate(batch["input_features"], max_new_tokens=self.max_new_tokens)
             return tokenizer.batch_decode(ids, skip_special_tokens=True)
         config = self.model.config
         generation = GenerationConfig(
             decoder_start_token_id=config.decoder_start_token_id,
             eos_token_id=config.eos_token_id,
-            pad_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             num_beams=1,
         )
-        # Whisper's own generate() expects its BPE vocabulary's task/language tokens; a character model has
-        # none, so it decodes through the generic GenerationMixin loop.
+        # Whisper's own generate() expects its BPE vocabulary's task/language/timestamp tokens; a character
+        # model has none, so it decodes through the generic GenerationMixin loop (same greedy search, KV cache).
         ids = GenerationMixin.generate(self.model, input_features=batch["input_features"], generation_config=generation)
         out = []
-        for row in ids[:, 1:].tolist():
+        for row in ids[:, 1:].tolist():  # drop the decoder start token; cut at the end of text
             row = row[: row.index(config.eos_token_id)] if config.eos_token_id in row else row
             out.append(tokenizer.decode(row, group_tokens=False))
         return out

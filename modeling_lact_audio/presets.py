@@ -61,21 +61,23 @@ def preset_config(name: str, task: str = "ctc", **overrides) -> LaCTAudioConfig:
     return LaCTAudioConfig(task=task, **{**_SIZES[name], **overrides})
 
 
-def training_memory_per_1k_frames(config: LaCTAudioConfig, num_params: int) -> dict:
-    """Estimated training memory in GiB: ``states`` (fp32 weights, grads, AdamW moments: 16 bytes a
-    parameter) and ``activations_per_1k_frames`` with gradient checkpointing in bf16: each block keeps
-    its input (2·hidden bytes a frame) and one block at a time is recomputed (about 34·hidden +
-    6·intermediate bytes a frame, plus the LaCT chunk's fast-weight intermediates, 20·Dh bytes a head)."""
+def training_memory_bytes(
+    config: LaCTAudioConfig, num_params: int, frames: int, gradient_checkpointing: bool = True, bytes_per_value: int = 2
+) -> dict:
+    """Estimated training memory in bytes of a model sized from ``config`` on ``frames`` model frames.
+
+    ``states``: fp32 weights, gradients and AdamW moments, 16 bytes a parameter. ``activations``: every
+    block keeps its input (hidden values a frame); a block being computed holds about 34·hidden +
+    6·intermediate values a frame, plus the LaCT chunk's fast-weight intermediates (20·Dh a LaCT head).
+    With gradient checkpointing one block at a time does; without, every block. ``bytes_per_value``:
+    2 in bf16, 4 in fp32.
+    """
     d, L = config.hidden_size, config.num_hidden_layers
-    per_frame_kept = 2 * d * L
-    per_frame_block = 34 * d + 6 * config.intermediate_size
+    block = 34 * d + 6 * config.intermediate_size
     if config.mixer == "lact":
-        per_frame_block += 20 * config.lact_hidden_dim * config.num_lact_heads
-    gib = 1024**3
-    return {
-        "states_gib": 16 * num_params / gib,
-        "activations_per_1k_frames_gib": 1000 * (per_frame_kept + per_frame_block) / gib,
-    }
+        block += 20 * config.lact_hidden_dim * config.num_lact_heads
+    per_frame = d * L + block * (1 if gradient_checkpointing else L)
+    return {"states": 16 * num_params, "activations": bytes_per_value * frames * per_frame}
 
 
 def main(argv=None) -> None:
@@ -90,8 +92,8 @@ def main(argv=None) -> None:
         config = preset_config(name, args.task)
         with torch.device("meta"):
             n = count_parameters(cls(config))
-        mem = training_memory_per_1k_frames(config, n)
-        print(f"| {name} | {n / 1e6:.2f}M | {mem['states_gib']:.2f} | {mem['activations_per_1k_frames_gib']:.3f} |")
+        mem = {k: v / 2**30 for k, v in training_memory_bytes(config, n, frames=1000).items()}
+        print(f"| {name} | {n / 1e6:.2f}M | {mem['states']:.2f} | {mem['activations']:.3f} |")
 
 
 if __name__ == "__main__":

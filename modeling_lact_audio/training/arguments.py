@@ -1,6 +1,11 @@
-"""Arguments of run_scripts/train.py as HfArgumentParser dataclasses (loadable from YAML/JSON)."""
+"""Arguments of the training run as HfArgumentParser dataclasses, with defaults from a YAML/JSON file."""
 
+import json
+import sys
 from dataclasses import dataclass, field
+
+import yaml
+from transformers import HfArgumentParser
 
 MODELS = ("lact", "baseline_transformer", "baseline_sliding_window", "wav2vec2", "whisper", "whisper_pretrained")
 TASKS = ("ctc", "lm")
@@ -44,6 +49,9 @@ class DataArguments:
     bucket_size_multiplier: int = field(
         default=50, metadata={"help": "rows are sorted by length within windows of this many batches"}
     )
+    dataloader_num_workers: int = field(
+        default=2, metadata={"help": "processes decoding audio and extracting features (0: in the training process)"}
+    )
 
 
 @dataclass
@@ -68,7 +76,7 @@ class TrainArguments:
     logging_steps: int = 10
     eval_steps: int = 100
     save_steps: int = 100
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept (Accelerate's total_limit)"})
     resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoints/latest if there"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, mlflow, all or none"})
     eval_batch_size: int = 16
@@ -76,3 +84,29 @@ class TrainArguments:
     stop_after_steps: int | None = field(
         default=None, metadata={"help": "stop (after saving) at this step although the schedule runs to max_steps"}
     )
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None):
+    """``(ModelArguments, DataArguments, TrainArguments)`` from ``argv`` (default ``sys.argv[1:]``).
+
+    A first argument ending in ``.yaml``/``.yml``/``.json`` gives defaults; the flags after it override them.
+
+    Raises:
+        ValueError: the file names a field no dataclass has.
+    """
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments), description=description)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        with open(argv[0]) as handle:
+            defaults = yaml.safe_load(handle) or {}  # JSON is YAML
+        known = {f for dc in parser.dataclass_types for f in dc.__dataclass_fields__}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            raise ValueError(
+                f"{argv[0]}: unknown fields {unknown}; see `python -m modeling_lact_audio.training --help`"
+            )
+        if isinstance(defaults.get("config_overrides"), dict):
+            defaults["config_overrides"] = json.dumps(defaults["config_overrides"])
+        parser.set_defaults(**defaults)
+        argv = argv[1:]
+    return parser.parse_args_into_dataclasses(argv)

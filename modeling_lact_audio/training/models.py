@@ -2,15 +2,9 @@
 
 import json
 
-from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
-from modeling_lact_audio.baselines import (
-    BaselineASRTransformer,
-    BaselineAudioTransformer,
-    build_wav2vec2_for_ctc,
-    build_whisper,
-)
-from modeling_lact_audio.presets import PRESETS, preset_config
-
+from ..baselines import BaselineASRTransformer, BaselineAudioTransformer, build_wav2vec2_for_ctc, build_whisper
+from ..modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC
+from ..presets import PRESETS, preset_config, training_memory_bytes
 from .arguments import MODELS, TASKS
 
 LM_MODELS = ("lact", "baseline_transformer", "baseline_sliding_window")
@@ -74,19 +68,26 @@ def build_model(model_args, vocab_size: int | None = None, audio_tokenizer=None)
     return build_whisper(config, vocab_size, model_args.whisper_max_source_positions), config
 
 
-def activation_bytes(config, frames: int, gradient_checkpointing: bool) -> float:
-    """Rough training activation memory (bytes) of ``frames`` model frames of a model sized from ``config``.
+def check_memory(
+    model_args, data_args, lact_config, num_params: int, min_length: int, free_bytes: float, bytes_per_value: int,
+    gradient_checkpointing: bool,
+) -> None:
+    """Raise ``ValueError`` now, not after an hour, when a full micro-batch would not fit in ``free_bytes``.
 
-    Per frame and layer: the block input (4 bytes x hidden) plus, for the layer being computed (every
-    layer without gradient checkpointing), about 34 x hidden + 6 x intermediate values of 4 bytes.
+    ``min_length``: the shortest training utterance in frames (a Whisper pads every row to its fixed
+    length, so its batch holds as many rows as the shortest utterances allow).
     """
-    d, L = config.hidden_size, config.num_hidden_layers
-    block = 4 * (34 * d + 6 * config.intermediate_size)
-    if config.mixer == "lact":
-        block += 4 * 20 * config.lact_hidden_dim * config.num_lact_heads
-    kept = 4 * d * L
-    return frames * (kept + block * (1 if gradient_checkpointing else L))
-
-
-def parameter_count(model) -> int:
-    return count_parameters(model)
+    frames = data_args.max_frames_per_batch // max(1, lact_config.total_stride)
+    if model_args.model == "whisper":
+        rows = min(data_args.max_batch_size, data_args.max_frames_per_batch // max(1, min_length))
+        # Every row is padded to Whisper's fixed length; its encoder has half the LaCT model's layers.
+        frames = rows * model_args.whisper_max_source_positions // 2
+    memory = training_memory_bytes(lact_config, num_params, frames, gradient_checkpointing, bytes_per_value)
+    need = memory["states"] + memory["activations"]
+    if need > 0.8 * free_bytes:
+        fitting = int(data_args.max_frames_per_batch * 0.8 * free_bytes / need)
+        raise ValueError(
+            f"a batch of max_frames_per_batch={data_args.max_frames_per_batch} needs about {need / 2**30:.1f} GiB, "
+            f"more than the {free_bytes / 2**30:.1f} GiB free per process: lower max_frames_per_batch "
+            f"(to about {fitting}) or set --gradient_checkpointing"
+        )

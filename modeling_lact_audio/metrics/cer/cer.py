@@ -1,30 +1,30 @@
-"""Word error rate, a local `evaluate` module backed by jiwer (``evaluate.load("wer")`` needs the Hub).
+"""Character error rate, a local `evaluate` module backed by jiwer (``evaluate.load("cer")`` needs the Hub).
 
-wer = evaluate.load("eval/metrics/wer")
-wer.compute(predictions=["hello word"], references=["hello world"])  # 0.5
+wer, cer = modeling_lact_audio.asr.load_metrics()  # evaluate.load of this folder
+cer.compute(predictions=["helo"], references=["hello"])  # 0.2
 """
 
 import datasets
 import evaluate
 import jiwer
 
-_DESCRIPTION = """Corpus word error rate: (substitutions + deletions + insertions) / reference words,
-summed over all pairs (not a mean of per-utterance rates). Words are split on whitespace; no other
-normalisation is applied, so normalise both sides first if casing or punctuation should not count."""
+_DESCRIPTION = """Corpus character error rate: (substitutions + deletions + insertions) / reference
+characters, summed over all pairs. Spaces count as characters (as in jiwer.cer); leading and trailing
+spaces do not. No other normalisation is applied."""
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of hypothesis strings.
     references: list of reference strings, one per prediction.
-    return_details: when True, return a dict with ``wer``, ``substitutions``, ``deletions``,
-        ``insertions``, ``hits`` and ``reference_words`` instead of a float.
+    return_details: when True, return a dict with ``cer``, ``substitutions``, ``deletions``,
+        ``insertions``, ``hits`` and ``reference_chars`` instead of a float.
 Returns:
-    float WER (can exceed 1 with many insertions), or the dict above.
+    float CER (can exceed 1 with many insertions), or the dict above.
 """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class WER(evaluate.Metric):
+class CER(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -40,18 +40,18 @@ class WER(evaluate.Metric):
         if len(predictions) != len(references):
             raise ValueError(f"got {len(predictions)} predictions for {len(references)} references")
         if not references:
-            raise ValueError("WER of an empty list is undefined")
-        out = jiwer.process_words(list(references), list(predictions))
+            raise ValueError("CER of an empty list is undefined")
+        out = jiwer.process_characters(list(references), list(predictions))
         errors = out.substitutions + out.deletions + out.insertions
-        words = out.substitutions + out.deletions + out.hits
-        wer = errors / words if words else float(errors > 0)
+        chars = out.substitutions + out.deletions + out.hits
+        cer = errors / chars if chars else float(errors > 0)
         if not return_details:
-            return wer
+            return cer
         return {
-            "wer": wer,
+            "cer": cer,
             "substitutions": out.substitutions,
             "deletions": out.deletions,
             "insertions": out.insertions,
             "hits": out.hits,
-            "reference_words": words,
+            "reference_chars": chars,
         }

@@ -1,1 +1,0 @@
-"""Helpers of run_scripts/train.py: arguments, data, model factory, evaluation."""
