@@ -48,7 +48,6 @@ def lact_swiglu_reference(
     weight_norm: bool = True,
     momentum: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
-    output_final_state: bool = True,
 ):
     """Reference implementation of ``lact_swiglu`` (same contract; see its docstring).
 
@@ -119,7 +118,7 @@ def lact_swiglu_reference(
     for s, e, full in spans:
         if order == "apply_update":
             read(s, e)
-            if full and (output_final_state or e < n_p + T):  # no output reads the last chunk's update
+            if full:
                 update(s, e)
             else:
                 new_pending = PendingChunk(
@@ -150,4 +149,4 @@ def lact_swiglu_reference(
         pending=new_pending,
         seen=state.seen + T,
     )
-    return out, new_state if output_final_state else None
+    return out, new_state
