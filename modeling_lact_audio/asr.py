@@ -97,6 +97,17 @@ def whisper_char_features(feature_extractor, audio: list[np.ndarray], num_frames
     return features.transpose(1, 2).contiguous()
 
 
+def load_whisper(folder: str):
+    """``WhisperForConditionalGeneration.from_pretrained(folder)`` with the encoder's sinusoidal positions
+    fixed again: transformers 5.17's loading leaves them trainable although ``WhisperEncoder`` freezes
+    them, so a reloaded Whisper would count (and fine-tune) them."""
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(folder)
+    model.get_encoder().embed_positions.requires_grad_(False)
+    return model
+
+
 def _is_character_whisper(config, tokenizer) -> bool:
     """A Whisper trained here: its vocabulary is the character tokenizer's plus decoder start and end."""
     return config.model_type == "whisper" and len(tokenizer.get_vocab()) == config.vocab_size - 2
@@ -136,20 +147,14 @@ class Transcriber:
         Raises:
             FileNotFoundError: ``folder`` is not a directory.
         """
-        from transformers import (
-            AutoConfig,
-            AutoModelForCTC,
-            AutoProcessor,
-            WhisperForConditionalGeneration,
-            WhisperProcessor,
-        )
+        from transformers import AutoConfig, AutoModelForCTC, AutoProcessor, WhisperProcessor
 
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"no model folder at {folder!r}")
         config = AutoConfig.from_pretrained(folder)
         if config.model_type != "whisper":
             return cls(AutoModelForCTC.from_pretrained(folder), AutoProcessor.from_pretrained(folder), device)
-        model = WhisperForConditionalGeneration.from_pretrained(folder)
+        model = load_whisper(folder)
         chars = Path(folder) / "vocab.json"
         # A character Whisper's folder holds our LaCTProcessor; the converted one holds Whisper's own.
         if chars.exists() and len(json.loads(chars.read_text())) == config.vocab_size - 2:
@@ -176,7 +181,13 @@ class Transcriber:
         batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
         tokenizer = self.processor.tokenizer
         if self.kind == "ctc":
-            return tokenizer.batch_decode(self.model(**batch).logits.argmax(-1))
+            ids = self.model(**batch).logits.argmax(-1)  # [B, T']
+            if "attention_mask" in batch:
+                # Frames computed from padding are no speech: blank them, or a padded row gets a noisy tail.
+                lengths = self.model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1))
+                padded = torch.arange(ids.shape[1], device=ids.device) >= lengths[:, None]
+                ids = ids.masked_fill(padded, tokenizer.pad_token_id)
+            return tokenizer.batch_decode(ids)
         if self.kind == "whisper_pretrained":
             ids = self.model.generate(batch["input_features"], max_new_tokens=self.max_new_tokens)
             return tokenizer.batch_decode(ids, skip_special_tokens=True)
