@@ -1,24 +1,28 @@
-"""The local evaluate modules (eval/metrics/wer, eval/metrics/cer) against jiwer on known strings."""
+"""The local evaluate modules (modeling_lact_audio/metrics/{wer,cer}, package data) against jiwer."""
 
-from pathlib import Path
-
-import evaluate
 import jiwer
 import pytest
 
-METRICS = Path(__file__).resolve().parents[2] / "eval" / "metrics"
+from modeling_lact_audio.asr import METRICS_DIR, load_metrics
+
 REFERENCES = ["the cat sat on the mat", "hello world", "a b c d", "spaces  here ", ""]
 PREDICTIONS = ["the cat sat on mat", "hello word", "a x c d e", "spaces here", "extra"]
 
 
 @pytest.fixture(scope="module")
 def wer():
-    return evaluate.load(str(METRICS / "wer"))
+    return load_metrics()[0]
 
 
 @pytest.fixture(scope="module")
 def cer():
-    return evaluate.load(str(METRICS / "cer"))
+    return load_metrics()[1]
+
+
+def test_metrics_load_from_the_package_folder(wer, cer):
+    # package data: an installed (non-editable) package ships them next to asr.py
+    assert (METRICS_DIR / "wer" / "wer.py").is_file() and (METRICS_DIR / "cer" / "cer.py").is_file()
+    assert "jiwer" in wer.info.reference_urls[0] and "jiwer" in cer.info.reference_urls[0]
 
 
 def test_wer_known_values(wer):
