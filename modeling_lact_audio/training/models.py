@@ -2,6 +2,7 @@
 
 import json
 
+from ..asr import load_whisper
 from ..baselines import BaselineASRTransformer, BaselineAudioTransformer, build_wav2vec2_for_ctc, build_whisper
 from ..modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC
 from ..presets import PRESETS, preset_config, training_memory_bytes
@@ -44,9 +45,7 @@ def build_model(model_args, vocab_size: int | None = None, audio_tokenizer=None)
     """
     name = model_args.model
     if name == "whisper_pretrained":
-        from transformers import WhisperForConditionalGeneration
-
-        return WhisperForConditionalGeneration.from_pretrained(model_args.pretrained_path), None
+        return load_whisper(model_args.pretrained_path), None
     if model_args.task == "lm":
         config = lact_config(
             model_args,
