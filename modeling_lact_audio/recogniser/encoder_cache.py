@@ -59,10 +59,9 @@ def encode_waveforms(
 
 def load_whisper_encoder(folder: str) -> tuple[WhisperEncoder, WhisperFeatureExtractor]:
     """The encoder (eval mode, float32) and feature extractor of a transformers Whisper folder."""
-    from transformers import WhisperForConditionalGeneration
+    from ..asr import load_whisper
 
-    whisper = WhisperForConditionalGeneration.from_pretrained(folder)
-    return whisper.get_encoder().eval(), WhisperFeatureExtractor.from_pretrained(folder)
+    return load_whisper(folder).get_encoder().eval(), WhisperFeatureExtractor.from_pretrained(folder)
 
 
 def cache_split(

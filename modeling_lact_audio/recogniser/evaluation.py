@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..asr import per_utterance_errors
+from ..asr import load_whisper, normalize_for_scoring, per_utterance_errors, rate_interval
 from ..configuration_lact_audio import LaCTAudioConfig
 from ..modeling_lact_audio import count_parameters
 from .heads import BiLSTMCTCHead, CachedStatesCTC
@@ -21,29 +21,9 @@ def wer_cer(references: list[str], predictions: list[str]) -> dict:
     """Corpus-level ``{"wer", "cer"}`` of texts normalised as the tokenizer normalises them."""
     import jiwer
 
-    from ..processors import normalize_text
-
-    refs = [normalize_text(t) for t in references]
-    hyps = [normalize_text(t) for t in predictions]
+    refs = [normalize_for_scoring(t) for t in references]
+    hyps = [normalize_for_scoring(t) for t in predictions]
     return {"wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps)}
-
-
-def rate_interval(errors, totals, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of ``sum(errors) / sum(totals)`` (``scipy.stats.bootstrap``,
-    utterances resampled with replacement)."""
-    from scipy.stats import bootstrap
-
-    errors, totals = np.asarray(errors, dtype=np.float64), np.asarray(totals, dtype=np.float64)
-    result = bootstrap(
-        (errors, totals),
-        lambda e, t, axis=-1: e.sum(axis) / np.maximum(t.sum(axis), 1),
-        paired=True,
-        vectorized=True,
-        n_resamples=2000,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def score_split(references: list[str], predictions: list[str]) -> dict:
@@ -133,12 +113,13 @@ def head_predictions(head, split: datasets.Dataset, tokenizer, decoder=None) -> 
 
 
 @torch.inference_mode()
-def whisper_predictions(folder: str, audio: list[np.ndarray], num_beams: int, batch_size: int = 8) -> dict:
-    """Whisper zero-shot transcripts with its own decoder (greedy: ``num_beams=1``) and the seconds taken."""
-    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
+def whisper_predictions(model, processor, audio: list[np.ndarray], num_beams: int, batch_size: int = 8) -> dict:
+    """Whisper zero-shot transcripts with its own decoder (greedy: ``num_beams=1``) and the seconds taken.
 
-    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
-    processor = WhisperProcessor.from_pretrained(folder)
+    ``model``, ``processor``: a ``WhisperForConditionalGeneration`` (eval mode) and its ``WhisperProcessor``.
+    """
+    from transformers import GenerationConfig
+
     config = GenerationConfig.from_model_config(model.config)
     config.update(**model.generation_config.to_dict())
     config.num_beams, config.max_new_tokens, config.max_length = num_beams, 200, None
@@ -147,7 +128,7 @@ def whisper_predictions(folder: str, audio: list[np.ndarray], num_beams: int, ba
         features = processor.feature_extractor(audio[i : i + batch_size], sampling_rate=16000, return_tensors="pt")
         ids = model.generate(features.input_features, generation_config=config)
         texts += processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return {"texts": texts, "seconds": time.perf_counter() - start, "parameters": count_parameters(model, False)}
+    return {"texts": texts, "seconds": time.perf_counter() - start}
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -184,7 +165,7 @@ def evaluate_recognisers(
     Returns the results dict also written to ``output/results.json`` (with ``REPORT.md`` and a plot).
     """
     from ..data import SAMPLING_RATE, load_split, read_audio
-    from ..processors import LaCTCTCTokenizer, normalize_text
+    from ..processors import LaCTCTCTokenizer
     from .encoder_cache import encode_waveforms, load_whisper_encoder
     from .report import markdown_tables, plot
     from .training import add_labels
@@ -203,7 +184,7 @@ def evaluate_recognisers(
             encode_waveforms(encoder, feature_extractor, sample[i : i + 8])
         encoder_rtf = (time.perf_counter() - start) / (sum(len(a) for a in sample) / SAMPLING_RATE)
         results["encoder_rtf"] = encoder_rtf
-    references = {s: [normalize_text(t) for t in load_cached(s)["text"]] for s in splits}
+    references = {s: [normalize_for_scoring(t) for t in load_cached(s)["text"]] for s in splits}
     for name, folder in heads.items():
         tokenizer = LaCTCTCTokenizer.from_pretrained(folder)
         head = load_head(folder)
@@ -230,11 +211,11 @@ def evaluate_recognisers(
             head_seconds += preds["head_seconds"]
             audio_seconds += float(np.sum(data["duration"]))
             systems[name]["splits"][split] = score_split(
-                references[split], [normalize_text(t) for t in preds["greedy"]]
+                references[split], [normalize_for_scoring(t) for t in preds["greedy"]]
             )
             if decoder:
                 systems[f"{name} + LM"]["splits"][split] = score_split(
-                    references[split], [normalize_text(t) for t in preds["lm"]]
+                    references[split], [normalize_for_scoring(t) for t in preds["lm"]]
                 )
         for system in systems.values():
             head_rtf = head_seconds / audio_seconds
@@ -247,6 +228,12 @@ def evaluate_recognisers(
             )
         results["systems"].update(systems)
     if whisper_folder is not None:
+        from transformers import WhisperProcessor
+
+        whisper, whisper_processor = (
+            load_whisper(whisper_folder).eval(),
+            WhisperProcessor.from_pretrained(whisper_folder),
+        )
         for beams in whisper_beams:
             name = f"whisper tiny.en zero-shot ({'greedy' if beams == 1 else f'beam {beams}'})"
             system, audio_seconds, seconds = {"splits": {}}, 0.0, 0.0
@@ -255,12 +242,14 @@ def evaluate_recognisers(
                 if list(data["uid"]) != list(load_cached(split)["uid"]):
                     raise ValueError(f"{split}: the cache holds other utterances than load_split(max_rows={rows})")
                 audio = [read_audio(c) for c in data["audio"]]
-                out = whisper_predictions(whisper_folder, audio, beams)
+                out = whisper_predictions(whisper, whisper_processor, audio, beams)
                 seconds += out["seconds"]
                 audio_seconds += sum(len(a) for a in audio) / SAMPLING_RATE
-                system["splits"][split] = score_split(references[split], [normalize_text(t) for t in out["texts"]])
-                system["parameters"] = out["parameters"]
+                system["splits"][split] = score_split(
+                    references[split], [normalize_for_scoring(t) for t in out["texts"]]
+                )
             system["rtf"] = seconds / audio_seconds
+            system["parameters"] = count_parameters(whisper, trainable_only=False)
             results["systems"][name] = system
     if reference is not None:
         base = results["systems"][reference]["splits"]

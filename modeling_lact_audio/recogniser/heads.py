@@ -18,6 +18,7 @@ from ..modeling_lact_audio import LaCTAudioForCTC, LaCTCTCOutput, count_paramete
 
 RECOGNISER_KINDS = ("lact", "baseline_transformer", "baseline_sliding_window", "bilstm")
 
+
 def recogniser_config(vocab_size: int, **overrides) -> LaCTAudioConfig:
     """The recogniser head's configuration: 4 offline LaCT blocks of width 256 over the encoder states."""
     fields = dict(

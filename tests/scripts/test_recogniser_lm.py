@@ -1,6 +1,7 @@
 """Word n-gram LM building (IRSTLM) and CTC beam search with it (torchaudio + flashlight-text)."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 from modeling_lact_audio.recogniser.lm import CTCBeamSearchDecoder, build_language_model, write_lexicon
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("tlm") is None and not __import__("pathlib").Path("/usr/lib/irstlm/bin/tlm").exists(),
+    shutil.which("tlm") is None and not Path("/usr/lib/irstlm/bin/tlm").exists(),
     reason="Debian's irstlm is not installed (make install installs it)",
 )
 
