@@ -60,9 +60,9 @@ class FastWeightState:
         pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
         seen: number of tokens the stream has consumed (padding positions included), which fixes
             where chunk boundaries fall.
-        working: ``(W02 [B*H, 2*Dh, D], W1t [B*H, Dh, D])`` or None: the op's working layout ((w0; w2)
-            and w1^T) of which w0, w1, w2 are views, kept so that the next call of a stream need not
-            copy them into it again. Only the op sets it; every transformation of the state drops it.
+        stacked: ``[B*H, 3*Dh, D]`` or None: the op's working layout (w0; w2; w1^T) of which w0, w1,
+            w2 are views, kept so that the next call of a stream need not copy them into it again.
+            Only the op sets it; every transformation of the state drops it.
 
     The weights are kept in float32 (float64 when created from float64 weights), also when the op
     runs under bf16 autocast.
@@ -79,7 +79,7 @@ class FastWeightState:
     m2: Optional[Tensor] = None
     pending: Optional[PendingChunk] = None
     seen: int = 0
-    working: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
+    stacked: Optional[Tensor] = field(default=None, repr=False)
 
     @classmethod
     def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
@@ -154,7 +154,7 @@ class FastWeightState:
             m1=opt(self.m1),
             m2=opt(self.m2),
             pending=None if self.pending is None else self.pending.map(fn),
-            working=None,
+            stacked=None,
         )
 
     def detach(self) -> FastWeightState:
