@@ -1,5 +1,7 @@
 """LaCTAudioConfig: every option of the lact-audio models, validated in one place."""
 
+import json
+
 from transformers import PreTrainedConfig
 
 from .lact_ops import ORDERS
@@ -33,11 +35,27 @@ FRONTEND_FIELDS = {
         "conv_kernel_sizes": [10, 3, 3, 3, 2],
         "conv_strides": [5, 2, 2, 2, 2],
     },
+    # A pretrained Whisper encoder (its WhisperConfig as a dict) on Whisper's 30 s log-mel window.
+    "whisper_encoder": {
+        "num_mel_bins": 80,
+        "feature_hop_length": 160,
+        "whisper_config": None,
+        "whisper_trainable_layers": 0,
+    },
 }
 FRONTENDS = tuple(FRONTEND_FIELDS)
 # The orders each task is built for: streaming ASR reads a chunk after updating on it; generation reads
 # a chunk with the weights of the chunks before it.
 TASK_ORDERS = {"ctc": ("update_apply", "block_causal"), "lm": ("apply_update", "causal")}
+
+
+def _as_json_dict(config):
+    """A sub-config (a ``PreTrainedConfig`` or a dict) as ``config.json`` stores it (string keys), or None."""
+    if config is None:
+        return None
+    if hasattr(config, "to_json_string"):
+        return json.loads(config.to_json_string(use_diff=False))
+    return json.loads(json.dumps(config)) if isinstance(config, dict) else config
 
 
 def _field_names(table: dict) -> set:
@@ -75,8 +93,12 @@ class LaCTAudioConfig(PreTrainedConfig):
             update has rank <= chunk < Dh and Muon runs in its factor space (3x cheaper for the small
             preset's 160 ms streaming chunks); 600-step runs with and without momentum reach the same CER.
     ``task="ctc"``:
-        frontend: ``"log_mel"`` (``input_features [B, T, num_mel_bins]``, causal conv subsampling) or
-            ``"waveform"`` (``input_values [B, L]``, wav2vec2-style conv encoder).
+        frontend: ``"log_mel"`` (``input_features [B, T, num_mel_bins]``, causal conv subsampling),
+            ``"waveform"`` (``input_values [B, L]``, wav2vec2-style conv encoder) or ``"whisper_encoder"``
+            (a pretrained Whisper encoder on Whisper's ``input_features [B, num_mel_bins, 3000]``; not causal,
+            so such a model is offline).
+        whisper_config, whisper_trainable_layers (``whisper_encoder`` only): the encoder's ``WhisperConfig``
+            (as a dict or a ``WhisperConfig``; required) and how many of its top layers train (0 = frozen).
         conv_channels, conv_kernel_sizes, conv_strides: the front end's conv stack (defaults per front end).
         num_mel_bins, feature_hop_length (``log_mel`` only): mel bins, and samples between log-mel frames
             (the feature extractor's ``hop_length``); with the strides it gives ``inputs_to_logits_ratio``.
@@ -122,6 +144,8 @@ class LaCTAudioConfig(PreTrainedConfig):
         conv_channels: list | None = None,
         conv_kernel_sizes: list | None = None,
         conv_strides: list | None = None,
+        whisper_config: dict | None = None,
+        whisper_trainable_layers: int | None = None,
         vocab_size: int | None = None,
         final_dropout: float | None = None,
         ctc_loss_reduction: str | None = None,
@@ -166,6 +190,8 @@ class LaCTAudioConfig(PreTrainedConfig):
             conv_channels=conv_channels,
             conv_kernel_sizes=conv_kernel_sizes,
             conv_strides=conv_strides,
+            whisper_config=_as_json_dict(whisper_config),
+            whisper_trainable_layers=whisper_trainable_layers,
             vocab_size=vocab_size,
             final_dropout=final_dropout,
             ctc_loss_reduction=ctc_loss_reduction,
@@ -182,7 +208,7 @@ class LaCTAudioConfig(PreTrainedConfig):
                 hint = " (the audio-token LM is task='lm')" if chosen == "tokens" else ""
                 raise ValueError(f"LaCTAudioConfig: frontend must be one of {FRONTENDS}, got {chosen!r}{hint}")
             own.update(FRONTEND_FIELDS[chosen])
-            if own["conv_channels"] is None:
+            if own.get("conv_channels", 0) is None:
                 own["conv_channels"] = [hidden_size] * 2
             scope += f" with frontend={chosen!r}"
         for name, value in given.items():
@@ -224,6 +250,8 @@ class LaCTAudioConfig(PreTrainedConfig):
     @property
     def total_stride(self) -> int:
         """Input positions (samples, mel frames, or tokens for the LM) per model frame."""
+        if self.task == "ctc" and self.frontend == "whisper_encoder":
+            return 2  # Whisper's second conv
         total = 1
         for s in self.conv_strides if self.task == "ctc" else ():
             total *= s
@@ -244,8 +272,24 @@ class LaCTAudioConfig(PreTrainedConfig):
         positive = ["hidden_size", "num_hidden_layers", "num_attention_heads", "num_lact_heads", "intermediate_size"]
         positive += ["lact_chunk_size"]
         positive += ["vocab_size"] if self.task == "ctc" else ["num_codebooks", "codebook_size"]
-        if self.task == "ctc" and self.frontend == "log_mel":
+        if self.task == "ctc" and self.frontend in ("log_mel", "whisper_encoder"):
             positive += ["num_mel_bins", "feature_hop_length"]
+        if self.task == "ctc" and self.frontend == "whisper_encoder":
+            whisper = self.whisper_config
+            need(
+                isinstance(whisper, dict) and {"d_model", "encoder_layers", "max_source_positions"} <= set(whisper),
+                "frontend='whisper_encoder' needs whisper_config: the encoder's WhisperConfig (or its to_dict()), "
+                f"got {type(whisper).__name__}",
+            )
+            need(
+                whisper.get("num_mel_bins", 80) == self.num_mel_bins,
+                f"num_mel_bins ({self.num_mel_bins}) must equal whisper_config's ({whisper.get('num_mel_bins')})",
+            )
+            layers = self.whisper_trainable_layers
+            need(
+                isinstance(layers, int) and 0 <= layers <= whisper["encoder_layers"],
+                f"whisper_trainable_layers must be an int in [0, {whisper['encoder_layers']}], got {layers!r}",
+            )
         for name in positive:
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name} must be a positive int, got {value!r}")
@@ -312,6 +356,18 @@ class LaCTAudioConfig(PreTrainedConfig):
             )
 
     def _validate_ctc(self, need) -> None:
+        if self.frontend != "whisper_encoder":
+            self._validate_conv(need)
+        need(
+            self.ctc_loss_reduction in ("mean", "sum"),
+            f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}",
+        )
+        need(
+            isinstance(self.pad_token_id, int) and 0 <= self.pad_token_id < self.vocab_size,
+            f"pad_token_id ({self.pad_token_id}) is the CTC blank and must be < vocab_size ({self.vocab_size})",
+        )
+
+    def _validate_conv(self, need) -> None:
         need(
             len(self.conv_channels) == len(self.conv_kernel_sizes) == len(self.conv_strides),
             "conv_channels, conv_kernel_sizes and conv_strides must have the same length, got "
@@ -323,11 +379,3 @@ class LaCTAudioConfig(PreTrainedConfig):
                 f"each conv layer needs kernel >= stride >= 1 (streaming keeps kernel - stride inputs), "
                 f"got k={k}, s={s}",
             )
-        need(
-            self.ctc_loss_reduction in ("mean", "sum"),
-            f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}",
-        )
-        need(
-            isinstance(self.pad_token_id, int) and 0 <= self.pad_token_id < self.vocab_size,
-            f"pad_token_id ({self.pad_token_id}) is the CTC blank and must be < vocab_size ({self.vocab_size})",
-        )

@@ -17,6 +17,7 @@ from .frontend_lact_audio import CausalConvLayer, LaCTAudioFrontend, conv_output
 from .lact_ops import value_checks_enabled
 from .layers_lact_audio import LaCTRMSNorm, LaCTSwiGLUMLP, rotary_cos_sin
 from .mixer_lact_audio import LaCTAudioMixer
+from .whisper_frontend_lact_audio import LaCTWhisperFrontend, whisper_output_lengths
 
 
 class LaCTAudioBlock(GradientCheckpointingLayer):
@@ -66,6 +67,8 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
         """Model frames for ``input_lengths`` input positions (int or LongTensor ``[B]``)."""
         if self.config.task == "lm":
             return input_lengths
+        if self.config.frontend == "whisper_encoder":
+            return whisper_output_lengths(input_lengths)
         return conv_output_lengths(input_lengths, self.config.conv_strides)
 
 
@@ -76,10 +79,13 @@ def _as_bool_mask(mask):
 class LaCTAudioModel(LaCTAudioPreTrainedModel):
     """The LaCT backbone: audio front end (or given embeddings), blocks, final RMSNorm.
 
-    Inputs (exactly one): ``input_features [B, T, num_mel_bins]`` (``frontend="log_mel"``),
-    ``input_values [B, L]`` (``"waveform"``) or ``inputs_embeds [B, T, hidden]`` (the only input of a
-    ``task="lm"`` backbone, which has no audio front end).
-    ``attention_mask [B, T or L]`` (1 = real, 0 = padding) at the input rate.
+    Inputs (exactly one): ``input_features [B, T, num_mel_bins]`` (``frontend="log_mel"``; Whisper's
+    ``[B, num_mel_bins, 3000]`` for ``"whisper_encoder"``), ``input_values [B, L]`` (``"waveform"``),
+    ``frontend_states [B, T', d_model]`` (``"whisper_encoder"``: encoder states computed earlier, only the
+    projection runs) or ``inputs_embeds [B, T, hidden]`` (the only input of a ``task="lm"`` backbone, which
+    has no audio front end).
+    ``attention_mask [B, T or L]`` (1 = real, 0 = padding) at the input rate (Whisper's log-mel rate,
+    ``[B, 3000]``, for ``input_features`` of a ``"whisper_encoder"`` model; frame rate for ``frontend_states``).
     ``prefix_embeds [B, P, hidden]``: optional conditioning frames put before the input on the first call.
     ``past_key_values``: a ``LaCTCache`` to continue a stream (created when ``use_cache=True``).
 
@@ -89,13 +95,20 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
 
     def __init__(self, config: LaCTAudioConfig):
         super().__init__(config)
-        self.frontend = LaCTAudioFrontend(config) if config.task == "ctc" else None
+        if config.task != "ctc":
+            self.frontend = None
+        elif config.frontend == "whisper_encoder":
+            self.frontend = LaCTWhisperFrontend(config)
+        else:
+            self.frontend = LaCTAudioFrontend(config)
         self.layers = nn.ModuleList([LaCTAudioBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = LaCTRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
 
     def _check_stream(self, cache: LaCTCache):
+        if self.config.frontend == "whisper_encoder":
+            return  # every call is a whole (offline) segment
         if self.frontend is not None and cache.seen_inputs % self.config.total_stride:
             raise ValueError(
                 f"a stream fed through the cache must come in pieces whose length is a multiple of the front end's "
@@ -110,6 +123,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         input_values=None,
         inputs_embeds=None,
         attention_mask=None,
+        frontend_states=None,
         prefix_embeds=None,
         past_key_values: LaCTCache | None = None,
         use_cache: bool | None = None,
@@ -121,29 +135,43 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
                 ("input_features", input_features),
                 ("input_values", input_values),
                 ("inputs_embeds", inputs_embeds),
+                ("frontend_states", frontend_states),
             )
             if t is not None
         ]
         if len(given) != 1:
             raise ValueError(
-                f"LaCTAudioModel: pass exactly one of input_features, input_values, inputs_embeds; got {given}"
+                "LaCTAudioModel: pass exactly one of input_features, input_values, inputs_embeds, frontend_states; "
+                f"got {given}"
             )
         if past_key_values is not None and not isinstance(past_key_values, LaCTCache):
             raise ValueError(f"past_key_values must be a LaCTCache, got {type(past_key_values).__name__}")
         cache = past_key_values
         if cache is None and use_cache:
             cache = LaCTCache(self.config.num_hidden_layers)
-        inputs = {"input_features": input_features, "input_values": input_values, "inputs_embeds": inputs_embeds}[
-            given[0]
-        ]
+        inputs = {
+            "input_features": input_features,
+            "input_values": input_values,
+            "inputs_embeds": inputs_embeds,
+            "frontend_states": frontend_states,
+        }[given[0]]
         self._check_input(given[0], inputs)
         in_mask = _as_bool_mask(attention_mask)
-        n_inputs = inputs.shape[1]
-        if in_mask is not None and in_mask.shape != inputs.shape[:2]:
-            raise ValueError(f"attention_mask must be [B, T] = {tuple(inputs.shape[:2])}, got {tuple(in_mask.shape)}")
+        whisper_features = given[0] == "input_features" and self.config.frontend == "whisper_encoder"
+        time_axis = 2 if whisper_features else 1
+        n_inputs = inputs.shape[time_axis]
+        if in_mask is not None and in_mask.shape != (inputs.shape[0], n_inputs):
+            raise ValueError(
+                f"attention_mask must be [B, T] = {(inputs.shape[0], n_inputs)}, got {tuple(in_mask.shape)}"
+            )
 
         if given[0] == "inputs_embeds":
             hidden, frame_mask = inputs_embeds, in_mask
+        elif self.config.frontend == "whisper_encoder":
+            if given[0] == "frontend_states":
+                hidden, frame_mask = self.frontend(frontend_states=frontend_states, frame_mask=in_mask)
+            else:
+                hidden, frame_mask = self.frontend(input_features, in_mask)
         else:
             if cache is not None:
                 self._check_stream(cache)
@@ -188,9 +216,32 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         cfg = self.config
         if cfg.task == "lm" and name != "inputs_embeds":
             raise ValueError(f"a task='lm' backbone has no audio front end: pass inputs_embeds, not {name}")
-        if name == "input_features":
+        if name in ("input_features", "frontend_states") and cfg.frontend == "whisper_encoder":
+            whisper = cfg.whisper_config
+            want = (
+                (whisper["num_mel_bins"], 2 * whisper["max_source_positions"])
+                if name == "input_features"
+                else (None, whisper["d_model"])
+            )
+            shape = tuple(x.shape[1:])
+            if x.dim() != 3 or any(w is not None and w != got for w, got in zip(want, shape)):
+                expected = (
+                    f"[B, num_mel_bins={want[0]}, {want[1]}] (WhisperFeatureExtractor pads every input to the "
+                    "encoder's 30 s window; pass return_attention_mask=True so the padding is cut off)"
+                    if name == "input_features"
+                    else f"[B, T, d_model={want[1]}]"
+                )
+                raise ValueError(f"{name} must be {expected}, got {tuple(x.shape)}")
+        elif name == "frontend_states":
+            raise ValueError(
+                f"frontend_states needs frontend='whisper_encoder'; this model's frontend is {cfg.frontend!r}"
+            )
+        elif name == "input_features":
             if cfg.frontend != "log_mel":
-                raise ValueError(f"input_features needs frontend='log_mel'; this model's frontend is {cfg.frontend!r}")
+                raise ValueError(
+                    "input_features needs frontend='log_mel' or 'whisper_encoder'; "
+                    f"this model's frontend is {cfg.frontend!r}"
+                )
             if x.dim() != 3 or x.shape[-1] != cfg.num_mel_bins:
                 raise ValueError(
                     f"input_features must be [B, T, num_mel_bins={cfg.num_mel_bins}], got {tuple(x.shape)}"
@@ -221,8 +272,9 @@ class LaCTCTCOutput(ModelOutput):
 class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
     """LaCT ASR encoder with a CTC head (blank = ``config.pad_token_id``).
 
-    forward(input_features or input_values, attention_mask=None, labels=None, past_key_values=None,
-    use_cache=None) -> ``LaCTCTCOutput``. ``labels [B, S]`` are character ids padded with -100.
+    forward(input_features or input_values or frontend_states, attention_mask=None, labels=None,
+    past_key_values=None, use_cache=None) -> ``LaCTCTCOutput`` (inputs as ``LaCTAudioModel`` reads them).
+    ``labels [B, S]`` are character ids padded with -100.
     Streaming: feed pieces (multiples of ``config.total_stride`` inputs, ideally whole LaCT chunks) with
     ``use_cache=True`` and pass ``past_key_values`` back; with ``attention_pattern="block_causal"`` and
     ``lact_order="update_apply"`` the stream equals one call. To adapt to a speaker, keep the cache
@@ -252,10 +304,12 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
         past_key_values=None,
         use_cache=None,
         output_hidden_states=None,
+        frontend_states=None,
     ) -> LaCTCTCOutput:
         out = self.model(
             input_features=input_features,
             input_values=input_values,
+            frontend_states=frontend_states,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
@@ -263,13 +317,7 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
             return_dict=True,
         )
         logits = self.lm_head(self.dropout(out.last_hidden_state))
-        inputs = input_features if input_features is not None else input_values
-        in_lengths = (
-            attention_mask.sum(-1).long()
-            if attention_mask is not None
-            else torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
-        )
-        output_lengths = self._get_feat_extract_output_lengths(in_lengths)
+        output_lengths = self._output_lengths(input_features, input_values, frontend_states, attention_mask)
         loss = None
         if labels is not None:
             loss = self.ctc_loss(logits, output_lengths, labels)
@@ -280,6 +328,21 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
             past_key_values=out.past_key_values,
             hidden_states=out.hidden_states,
         )
+
+    def _output_lengths(self, input_features, input_values, frontend_states, attention_mask):
+        """Valid output frames ``[B]`` of a forward call's inputs."""
+        if frontend_states is not None:  # already at the frame rate
+            if attention_mask is not None:
+                return attention_mask.sum(-1).long()
+            return torch.full(frontend_states.shape[:1], frontend_states.shape[1], device=frontend_states.device)
+        inputs = input_features if input_features is not None else input_values
+        time_axis = 2 if input_features is not None and self.config.frontend == "whisper_encoder" else 1
+        in_lengths = (
+            attention_mask.sum(-1).long()
+            if attention_mask is not None
+            else torch.full((inputs.shape[0],), inputs.shape[time_axis], dtype=torch.long, device=inputs.device)
+        )
+        return self._get_feat_extract_output_lengths(in_lengths)
 
     def ctc_loss(self, logits, output_lengths, labels):
         """CTC loss as transformers' Wav2Vec2ForCTC computes it.
