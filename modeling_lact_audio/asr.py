@@ -123,14 +123,20 @@ class Transcriber:
         device: where the model runs.
         max_new_tokens: the longest transcript a Whisper may write, in tokens; by default 400 characters
             (a character Whisper) or 200 BPE tokens (the pretrained one: about its 30 s window's worth).
+        decoder: for CTC models, a beam-search decoder called as ``decoder(log_probs [B, T', V], lengths [B])
+            -> list[str]`` (``recogniser.lm.CTCBeamSearchDecoder``, e.g. the folder's word LM); None: greedy.
+
+    A CTC model on a pretrained Whisper encoder (``frontend="whisper_encoder"``) reads Whisper's 30 s
+    window: longer audio is transcribed in consecutive 30 s pieces whose transcripts are joined.
 
     ``kind`` is ``"ctc"``, ``"whisper_chars"`` or ``"whisper_pretrained"``; ``num_parameters`` counts
     the trainable parameters. ``__call__(audio: list[np.ndarray [L_i]]) -> list[str]``;
     ``transcribe_batch(batch)`` takes an already collated batch (what training validation has).
     """
 
-    def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int | None = None):
+    def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int | None = None, decoder=None):
         self.model, self.processor, self.device = model.to(device).eval(), processor, torch.device(device)
+        self.decoder = decoder
         if model.config.model_type != "whisper":
             self.kind = "ctc"
         elif _is_character_whisper(model.config, processor.tokenizer):
@@ -141,8 +147,9 @@ class Transcriber:
         self.num_parameters = count_parameters(model)
 
     @classmethod
-    def from_pretrained(cls, folder: str, device: str = "cpu") -> "Transcriber":
-        """Load the model and processor saved in ``folder`` (``save_pretrained`` of both).
+    def from_pretrained(cls, folder: str, device: str = "cpu", use_lm: bool = False) -> "Transcriber":
+        """Load the model and processor saved in ``folder`` (``save_pretrained`` of both); with ``use_lm``,
+        CTC transcripts come from beam search with the folder's ``language_model/`` (tuned settings).
 
         Raises:
             FileNotFoundError: ``folder`` is not a directory.
@@ -153,7 +160,15 @@ class Transcriber:
             raise FileNotFoundError(f"no model folder at {folder!r}")
         config = AutoConfig.from_pretrained(folder)
         if config.model_type != "whisper":
-            return cls(AutoModelForCTC.from_pretrained(folder), AutoProcessor.from_pretrained(folder), device)
+            decoder = None
+            if use_lm:
+                from .recogniser.lm import LM_FOLDER, CTCBeamSearchDecoder
+
+                if not (Path(folder) / LM_FOLDER / "lm.arpa").exists():
+                    raise FileNotFoundError(f"{folder} ships no {LM_FOLDER}/lm.arpa: transcribe without use_lm")
+                decoder = CTCBeamSearchDecoder.from_pretrained(folder)
+            model = AutoModelForCTC.from_pretrained(folder)
+            return cls(model, AutoProcessor.from_pretrained(folder), device, decoder=decoder)
         model = load_whisper(folder)
         chars = Path(folder) / "vocab.json"
         # A character Whisper's folder holds our LaCTProcessor; the converted one holds Whisper's own.
@@ -165,6 +180,21 @@ class Transcriber:
     def __call__(self, audio: list[np.ndarray]) -> list[str]:
         """Transcripts of 16 kHz float32 waveforms ``[L_i]``, one string each."""
         extractor = self.processor.feature_extractor
+        if self.kind == "ctc" and getattr(self.model.config, "frontend", None) == "whisper_encoder":
+            window = extractor.n_samples  # Whisper's 30 s
+            pieces, owner = [], []
+            for i, a in enumerate(audio):
+                for start in range(0, max(len(a), 1), window):
+                    pieces.append(a[start : start + window])
+                    owner.append(i)
+            batch = self.processor(
+                audio=pieces, sampling_rate=SAMPLING_RATE, return_tensors="pt", return_attention_mask=True
+            )
+            texts = self.transcribe_batch(dict(batch))
+            joined = [[] for _ in audio]
+            for i, t in zip(owner, texts):
+                joined[i].append(t)
+            return [" ".join(t for t in parts if t) for parts in joined]
         if self.kind == "ctc":
             batch = dict(self.processor(audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
         elif self.kind == "whisper_pretrained":
@@ -181,13 +211,18 @@ class Transcriber:
         batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
         tokenizer = self.processor.tokenizer
         if self.kind == "ctc":
-            ids = self.model(**batch).logits.argmax(-1)  # [B, T']
+            logits = self.model(**batch).logits  # [B, T', V]
+            lengths = torch.full(logits.shape[:1], logits.shape[1], device=logits.device)
             if "attention_mask" in batch:
-                # Frames computed from padding are no speech: blank them, or a padded row gets a noisy tail.
-                lengths = self.model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1))
-                padded = torch.arange(ids.shape[1], device=ids.device) >= lengths[:, None]
-                ids = ids.masked_fill(padded, tokenizer.pad_token_id)
-            return tokenizer.batch_decode(ids)
+                # Frames computed from padding are no speech: drop them, or a padded row gets a noisy tail.
+                lengths = self.model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).clamp_max(
+                    logits.shape[1]
+                )
+            if self.decoder is not None:
+                return self.decoder(torch.log_softmax(logits.float(), -1), lengths)
+            ids = logits.argmax(-1)
+            padded = torch.arange(ids.shape[1], device=ids.device) >= lengths[:, None]
+            return tokenizer.batch_decode(ids.masked_fill(padded, tokenizer.pad_token_id))
         if self.kind == "whisper_pretrained":
             ids = self.model.generate(batch["input_features"], max_new_tokens=self.max_new_tokens)
             return tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -213,3 +213,52 @@ def test_exported_folder_loads_with_auto_classes_and_the_pipeline(tmp_path, whis
     text = processor.batch_decode(ids)[0]
     asr = pipeline("automatic-speech-recognition", model=str(folder))
     assert asr(audio[0])["text"] == text and "a" in text
+
+
+def _bigram_lm(folder, words):
+    """A hand-written word bigram ARPA LM (KenLM needs order >= 2), its lexicon and decoder settings."""
+    from modeling_lact_audio.recogniser.lm import write_lexicon
+
+    folder.mkdir(parents=True)
+    p = -np.log10(len(words) + 2)
+    unigrams = [f"{p:.4f}\t{w}\t-0.3" for w in ["<unk>", *words]] + [f"{p:.4f}\t</s>", "-99\t<s>\t-0.3"]
+    bigrams = [f"{p:.4f}\t<s> {w}" for w in words] + [f"{p:.4f}\t{w} </s>" for w in words]
+    arpa = (
+        f"\\data\\\nngram 1={len(unigrams)}\nngram 2={len(bigrams)}\n\n\\1-grams:\n"
+        + "\n".join(unigrams)
+        + "\n\n\\2-grams:\n"
+        + "\n".join(bigrams)
+        + "\n\n\\end\\\n"
+    )
+    (folder / "lm.arpa").write_text(arpa)
+    tokenizer = LaCTCTCTokenizer.from_texts(TEXTS)
+    write_lexicon(TEXTS, tokenizer.get_vocab(), folder / "lexicon.txt")
+    (folder / "decoder_config.json").write_text(json.dumps({"lm_weight": 1.0, "word_score": 0.0, "beam_size": 8}))
+    return folder
+
+
+def test_transcriber_reads_long_audio_in_windows_and_decodes_with_the_shipped_lm(tmp_path, whisper_folder):
+    from modeling_lact_audio.asr import Transcriber
+
+    _trained_looking_head(tmp_path / "head", whisper_folder)
+    lm = _bigram_lm(tmp_path / "lm", sorted({w for t in TEXTS for w in t.split()}))
+    folder = export_recogniser(str(tmp_path / "head"), str(whisper_folder), str(tmp_path / "out"), lm_folder=str(lm))
+    transcriber = Transcriber.from_pretrained(folder)
+    rng = np.random.default_rng(1)
+    long = (0.1 * rng.standard_normal(16000 * 31)).astype(np.float32)  # 30 s window + 1 s
+    short = long[:8000]
+    first, rest = transcriber([long[: 16000 * 30]])[0], transcriber([long[16000 * 30 :]])[0]
+    assert transcriber([long, short]) == [" ".join(t for t in (first, rest) if t), transcriber([short])[0]]
+    with_lm = Transcriber.from_pretrained(folder, use_lm=True)
+    words = {w for t in TEXTS for w in t.split()}
+    for text in with_lm([short, long]):
+        assert set(text.split()) <= words  # the lexicon only spells the LM's words
+    from modeling_lact_audio.recogniser.lm import CTCBeamSearchDecoder
+
+    asr = pipeline(
+        "automatic-speech-recognition", model=str(folder), decoder=CTCBeamSearchDecoder.from_pretrained(folder)
+    )
+    assert asr(short)["text"] == with_lm([short])[0]
+    with pytest.raises(FileNotFoundError, match="language_model"):
+        export_recogniser(str(tmp_path / "head"), str(whisper_folder), str(tmp_path / "bare"))
+        Transcriber.from_pretrained(tmp_path / "bare", use_lm=True)
