@@ -9,6 +9,8 @@ Writes ``results.json`` (WER/CER with 95% bootstrap intervals, paired bootstrap 
 """
 
 import argparse
+import shlex
+import sys
 
 from modeling_lact_audio.recogniser.evaluation import evaluate_recognisers, wer_cer
 from modeling_lact_audio.whisper_conversion.baseline import default_output_dir
@@ -51,6 +53,7 @@ def main(argv=None) -> dict:
         whisper_beams=tuple(args.whisper_beams),
         reference=args.reference,
         score_fn=wer_cer,
+        command=shlex.join(["python", "eval/recogniser_eval.py", *(sys.argv[1:] if argv is None else argv)]),
     )
 
 

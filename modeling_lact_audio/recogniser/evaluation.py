@@ -16,6 +16,9 @@ from .heads import BiLSTMCTCHead, CachedStatesCTC
 from .lm import CTCBeamSearchDecoder
 from .training import cached_logits, greedy_texts
 
+# Per-utterance conditions a split's WER is also broken down by (columns of the cached split).
+GROUP_COLUMNS = {"test_noise": ("condition", "snr_db"), "test_domain": ("domain",)}
+
 
 def wer_cer(references: list[str], predictions: list[str]) -> dict:
     """Corpus-level ``{"wer", "cer"}`` of texts normalised as the tokenizer normalises them."""
@@ -149,6 +152,7 @@ def evaluate_recognisers(
     whisper_beams: tuple = (1,),
     reference: str | None = None,
     score_fn=None,
+    command: str | None = None,
 ) -> dict:
     """Every head and Whisper zero-shot on the same ``rows`` utterances of each split; writes ``output``.
 
@@ -167,14 +171,20 @@ def evaluate_recognisers(
     from ..data import SAMPLING_RATE, load_split, read_audio
     from ..processors import LaCTCTCTokenizer
     from .encoder_cache import encode_waveforms, load_whisper_encoder
-    from .report import markdown_tables, plot
+    from .report import plot, render_report
     from .training import add_labels
 
     def load_cached(split):
         return datasets.load_from_disk(str(Path(cache) / split))
 
     output = Path(output)
-    results = {"splits": splits, "rows_per_split": rows, "systems": {}, "reference_system": reference}
+    results = {
+        "splits": splits,
+        "rows_per_split": rows,
+        "systems": {},
+        "reference_system": reference,
+        "command": command,
+    }
     encoder_rtf = None
     if whisper_folder is not None:  # the heads' real-time factor includes the encoder they read
         encoder, feature_extractor = load_whisper_encoder(whisper_folder)
@@ -185,6 +195,7 @@ def evaluate_recognisers(
         encoder_rtf = (time.perf_counter() - start) / (sum(len(a) for a in sample) / SAMPLING_RATE)
         results["encoder_rtf"] = encoder_rtf
     references = {s: [normalize_for_scoring(t) for t in load_cached(s)["text"]] for s in splits}
+    results["groups"] = {s: {c: [str(v) for v in load_cached(s)[c]] for c in GROUP_COLUMNS.get(s, ())} for s in splits}
     for name, folder in heads.items():
         tokenizer = LaCTCTCTokenizer.from_pretrained(folder)
         head = load_head(folder)
@@ -268,6 +279,6 @@ def evaluate_recognisers(
                         base[split]["counts"]["word_errors"], entry["counts"]["word_errors"], entry["counts"]["words"]
                     )
     write_json(output / "results.json", results)
-    (output / "REPORT.md").write_text(markdown_tables(results))
+    (output / "REPORT.md").write_text(render_report(results))
     plot(results, output / "results.png")
     return results

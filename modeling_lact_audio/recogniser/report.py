@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
@@ -10,6 +12,58 @@ def _pct(x: float) -> str:
 def _cell(entry: dict, metric: str) -> str:
     low, high = entry[f"{metric}_ci"]
     return f"{_pct(entry[metric])} [{_pct(low)}, {_pct(high)}]"
+
+
+def group_tables(results: dict) -> str:
+    """WER % [95% interval] of every system per group of a split's utterances (noise type, SNR, domain)."""
+    from ..asr import rate_interval
+
+    lines = []
+    for split, columns in results.get("groups", {}).items():
+        for column, labels in columns.items():
+            groups = sorted(set(labels), key=lambda g: (len(g), g))
+            lines += [
+                f"### {split} by {column}: WER % [95% interval]",
+                "",
+                "| system | " + " | ".join(f"{g} (n={labels.count(g)})" for g in groups) + " |",
+                "|---" * (len(groups) + 1) + "|",
+            ]
+            for name, system in results["systems"].items():
+                entry = system["splits"].get(split)
+                if entry is None:
+                    continue
+                errors, words = np.asarray(entry["counts"]["word_errors"]), np.asarray(entry["counts"]["words"])
+                cells = []
+                for g in groups:
+                    pick = np.asarray(labels) == g
+                    low, high = rate_interval(errors[pick], words[pick])
+                    rate = errors[pick].sum() / max(words[pick].sum(), 1)
+                    cells.append(f"{_pct(rate)} [{_pct(low)}, {_pct(high)}]")
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def bar_checks(results: dict, system: str, whisper: str, real_wer_bar: float = 0.20) -> str:
+    """The recogniser issue's bars for ``system``, as measured: WER below ``whisper``'s with non-overlapping
+    95% intervals on test_seen / test_unseen_speakers / test_noise, and at most ``real_wer_bar`` on test_real."""
+    systems = results["systems"]
+    if system not in systems or whisper not in systems:
+        return ""
+    lines = [f"### Bars: {system} against {whisper}", "", "| split | bar | measured | met |", "|---|---|---|---|"]
+    for split in ("test_seen", "test_unseen_speakers", "test_noise"):
+        ours, theirs = systems[system]["splits"].get(split), systems[whisper]["splits"].get(split)
+        if ours and theirs:
+            met = ours["wer_ci"][1] < theirs["wer_ci"][0]
+            lines.append(
+                f"| {split} | WER interval below Whisper's | {_cell(ours, 'wer')} vs {_cell(theirs, 'wer')} | "
+                f"{'yes' if met else 'no'} |"
+            )
+    real = systems[system]["splits"].get("test_real")
+    if real:
+        met = real["wer"] <= real_wer_bar
+        lines.append(f"| test_real | WER <= {_pct(real_wer_bar)}% | {_cell(real, 'wer')} | {'yes' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_tables(results: dict) -> str:
@@ -28,7 +82,7 @@ def markdown_tables(results: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     reference = results.get("reference_system")
-    if reference:
+    if reference in results["systems"]:
         lines += [
             f"### Paired bootstrap p-values, WER: {reference} against each system (same utterances)",
             "",
@@ -88,3 +142,24 @@ def plot(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def render_report(results: dict) -> str:
+    """``REPORT.md`` of a recogniser evaluation: what was measured and how, the bars, every table."""
+    lines = [
+        "# Recogniser evaluation",
+        "",
+        f"{results['rows_per_split']} utterances per split (a fixed random subset, seed 0), the same utterances "
+        "for every system; WER/CER after the tokenizer's normalisation, 95% percentile bootstrap intervals over "
+        "utterances, paired bootstrap p-values on the same utterances. LM settings tuned on validation only.",
+        "",
+    ]
+    if results.get("command"):
+        lines += ["Command:", "", f"    {results['command']}", ""]
+    reference = results.get("reference_system")
+    whispers = [n for n in results["systems"] if n.startswith("whisper")]
+    if reference:
+        for name in (reference, f"{reference} + LM"):
+            for whisper in whispers:
+                lines.append(bar_checks(results, name, whisper))
+    return "\n".join(lines) + "\n" + markdown_tables(results) + "\n" + group_tables(results)

@@ -1,0 +1,46 @@
+"""The recogniser report: bars checked as measured, per-condition breakdowns computed from per-utterance counts."""
+
+from modeling_lact_audio.recogniser.evaluation import score_split
+from modeling_lact_audio.recogniser.report import bar_checks, group_tables, render_report
+
+
+def _results(ours_hyp: str, whisper_hyp: str, n: int = 40) -> dict:
+    refs = ["the cat sat on the mat"] * n
+    splits = ["test_seen", "test_unseen_speakers", "test_noise", "test_real"]
+    systems = {
+        "lact + LM": {"splits": {s: score_split(refs, [ours_hyp] * n) for s in splits}},
+        "whisper tiny.en zero-shot (greedy)": {"splits": {s: score_split(refs, [whisper_hyp] * n) for s in splits}},
+    }
+    return {
+        "splits": splits,
+        "rows_per_split": n,
+        "systems": systems,
+        "reference_system": "lact",
+        "groups": {"test_noise": {"snr_db": ["0.0"] * (n // 2) + ["10.0"] * (n // 2)}},
+        "command": "python eval/recogniser_eval.py --head lact=x",
+    }
+
+
+def test_bars_are_met_only_when_measured_so():
+    good = bar_checks(
+        _results("the cat sat on the mat", "a dog sat on a rug"), "lact + LM", "whisper tiny.en zero-shot (greedy)"
+    )
+    assert good.count("| yes |") == 4 and "| no |" not in good
+    bad = bar_checks(
+        _results("a dog sat on a rug", "the cat sat on the mat"), "lact + LM", "whisper tiny.en zero-shot (greedy)"
+    )
+    assert bad.count("| no |") == 4
+    assert bar_checks(_results("x", "y"), "missing", "whisper tiny.en zero-shot (greedy)") == ""
+
+
+def test_group_tables_split_the_counts_by_condition():
+    results = _results("the cat sat on the mat", "a dog sat on a rug")
+    # make the 10 dB half perfect and the 0 dB half all wrong for lact + LM
+    refs = ["the cat sat on the mat"] * 40
+    results["systems"]["lact + LM"]["splits"]["test_noise"] = score_split(refs, ["x"] * 20 + refs[:20])
+    table = group_tables(results)
+    assert "test_noise by snr_db" in table and "0.0 (n=20)" in table and "10.0 (n=20)" in table
+    row = next(line for line in table.splitlines() if line.startswith("| lact + LM"))
+    assert "| 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] |" in row
+    report = render_report(results)
+    assert report.startswith("# Recogniser evaluation") and "python eval/recogniser_eval.py --head lact=x" in report
