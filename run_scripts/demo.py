@@ -1,17 +1,20 @@
-"""`make demo`: a small corpus, the shipped checkpoint offline and streamed, two tiny models trained, one table.
+"""`make demo`: a small corpus, the shipped recognisers on real speech, two tiny models trained, one table.
 
-    python run_scripts/demo.py [--hours 1] [--steps 600] [--checkpoint model_cards/checkpoints/lact_small_ctc]
+    python run_scripts/demo.py [--hours 1] [--steps 600] [--recogniser model_cards/checkpoints/lact_whisper_ctc]
 
 1. builds a small corpus (``make_corpus.py --hours H``, in this process) under ``outputs/demo/corpus``;
-2. transcribes held-out and real speech with the shipped checkpoint, offline (one call of
+2. transcribes real speech (``test_real``: recordings the synthetic training voices never include) with the
+   shipped recogniser ``lact_whisper_ctc`` (LaCT blocks on Whisper tiny.en's encoder), greedy and with its
+   word LM, and prints WER/CER with 95% intervals;
+3. transcribes held-out and real speech with the streaming checkpoint, offline (one call of
    ``modeling_lact_audio.asr.Transcriber``) and streamed one LaCT chunk at a time, printing each chunk's
    compute latency;
-3. trains a tiny LaCT model and a tiny full-attention baseline with the same data, optimiser and
+4. trains a tiny LaCT model and a tiny full-attention baseline with the same data, optimiser and
    step budget (``run_scripts/configs/tiny_cpu.yaml``);
-4. evaluates all of them (``eval/asr_eval.py``: WER/CER with 95% bootstrap intervals, RTF, parameters)
+5. evaluates all of them (``eval/asr_eval.py``: WER/CER with 95% bootstrap intervals, RTF, parameters)
    and prints the table and the path of the saved plot.
 
-Steps 3 and 4 run the training and evaluation commands as child processes, as a user would type them.
+Steps 4 and 5 run the training and evaluation commands as child processes, as a user would type them.
 """
 
 import argparse
@@ -78,12 +81,51 @@ def transcribe_shipped(checkpoint: Path, corpus: Path, count: int) -> list[dict]
     return results
 
 
+def transcribe_real_speech(folder: Path, corpus: Path, count: int) -> dict:
+    """WER/CER (95% intervals) of the recogniser in ``folder`` on the first ``count`` utterances of
+    ``test_real``, greedy and, when the folder ships one, with its word LM; printed with a few examples.
+
+    Returns ``{"greedy": score, "lm": score or None}`` (``recogniser.evaluation.score_split`` entries).
+    """
+    from modeling_lact_audio.asr import normalize_for_scoring
+    from modeling_lact_audio.recogniser.evaluation import score_split
+    from modeling_lact_audio.recogniser.lm import LM_FOLDER
+
+    rows = load_split(str(corpus), "test_real", max_rows=count)
+    audio = [read_audio(cell) for cell in rows["audio"]]
+    references = [normalize_for_scoring(t) for t in rows["text"]]
+    seconds = sum(len(a) for a in audio) / SAMPLING_RATE
+    print(f"\nrecogniser {folder}: {len(audio)} real recordings of test_real ({seconds / 60:.1f} min of audio)")
+    modes = {"greedy": False}
+    if (folder / LM_FOLDER / "lm.arpa").exists():
+        modes["lm"] = True
+    scores = {"greedy": None, "lm": None}
+    for mode, use_lm in modes.items():
+        transcriber = Transcriber.from_pretrained(folder, use_lm=use_lm)
+        start, texts = time.perf_counter(), []
+        for i in range(0, len(audio), 8):
+            texts += transcriber(audio[i : i + 8])
+        elapsed = time.perf_counter() - start
+        hypotheses = [normalize_for_scoring(t) for t in texts]
+        score = scores[mode] = score_split(references, hypotheses)
+        (wl, wh), (cl, ch) = score["wer_ci"], score["cer_ci"]
+        print(
+            f"  {mode:6s}: WER {100 * score['wer']:.1f}% [{100 * wl:.1f}, {100 * wh:.1f}]  "
+            f"CER {100 * score['cer']:.1f}% [{100 * cl:.1f}, {100 * ch:.1f}]  RTF {elapsed / seconds:.3f}"
+        )
+        for ref, hyp in list(zip(references, hypotheses))[:3]:
+            print(f"    ref: {ref}\n    hyp: {hyp}")
+    return scores
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point: runs the four steps above."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0, help="synthetic hours of the demo corpus")
     parser.add_argument("--steps", type=int, default=600, help="training steps of each tiny model")
     parser.add_argument("--checkpoint", default="model_cards/checkpoints/lact_small_ctc")
+    parser.add_argument("--recogniser", default="model_cards/checkpoints/lact_whisper_ctc")
+    parser.add_argument("--real_examples", type=int, default=100, help="test_real recordings the recogniser reads")
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--max_examples", type=int, default=150, help="utterances per test split in the table")
     args = parser.parse_args(argv)
@@ -94,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     began = time.time()
 
     make_corpus(["--output", str(corpus), "--hours", str(args.hours)])
+    recogniser = ROOT / args.recogniser
+    if (recogniser / "config.json").exists():
+        transcribe_real_speech(recogniser, corpus, args.real_examples)
+    else:
+        print(f"\nno recogniser at {recogniser}: skipping the real-speech transcription")
     checkpoint = ROOT / args.checkpoint
     models = []
     if (checkpoint / "config.json").exists():

@@ -42,10 +42,21 @@ def main(argv=None):
     parser.add_argument("--lm", default=None, help="language_model folder (build_language_model.py)")
     parser.add_argument("--decoder-settings", default=None, help="results.json of the evaluation, or a settings file")
     parser.add_argument("--head-name", default="lact", help="the head's system name in results.json")
+    parser.add_argument(
+        "--card", action="store_true", help="write README.md from --decoder-settings' results.json and summary.json"
+    )
     args = parser.parse_args(argv)
     folder = export_recogniser(
         args.head, args.whisper, args.output, args.lm, decoder_settings(args.decoder_settings, args.head_name)
     )
+    if args.card:
+        from modeling_lact_audio import LaCTAudioConfig
+        from modeling_lact_audio.recogniser.model_card import render_model_card
+
+        results = json.loads(Path(args.decoder_settings).read_text())
+        summary = json.loads((Path(args.head).parent / "summary.json").read_text())
+        card = render_model_card(results, summary, LaCTAudioConfig.from_pretrained(folder), args.head_name, folder.name)
+        (folder / "README.md").write_text(card)
     print(f"wrote {folder}")
     return folder
 

@@ -11,6 +11,7 @@ from modeling_lact_audio.corpus.build import build
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "run_scripts" / "demo.py"
 CHECKPOINT = ROOT / "model_cards" / "checkpoints" / "lact_small_ctc"
+RECOGNISER = ROOT / "model_cards" / "checkpoints" / "lact_whisper_ctc"
 
 
 def test_demo_runs_without_path_edits(monkeypatch, capsys):
@@ -18,7 +19,8 @@ def test_demo_runs_without_path_edits(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(DEMO), run_name="__main__")
     assert exit_info.value.code == 0
-    assert "--checkpoint" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--checkpoint" in out and "--recogniser" in out
 
 
 @pytest.mark.slow
@@ -33,3 +35,16 @@ def test_shipped_checkpoint_streamed_equals_offline(tmp_path, capsys):
         assert r["offline"] and r["streamed"] == r["offline"], r
         assert len(r["latencies"]) >= 1 and min(r["latencies"]) > 0
     assert capsys.readouterr().out.count("streamed == offline: True") == 4
+
+
+@pytest.mark.slow
+def test_shipped_recogniser_transcribes_real_speech_with_and_without_its_lm(tmp_path, capsys):
+    build(str(tmp_path / "corpus"), seed=0, tiny=True, workers=1, progress=False)
+    demo = runpy.run_path(str(DEMO))
+    scores = demo["transcribe_real_speech"](RECOGNISER, tmp_path / "corpus", count=3)
+    assert scores["greedy"]["utterances"] == 3 and scores["lm"]["utterances"] == 3
+    for score in scores.values():
+        low, high = score["wer_ci"]
+        assert low <= score["wer"] <= high
+    out = capsys.readouterr().out
+    assert "greedy: WER" in out and "lm    : WER" in out

@@ -44,3 +44,23 @@ def test_group_tables_split_the_counts_by_condition():
     assert "| 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] |" in row
     report = render_report(results)
     assert report.startswith("# Recogniser evaluation") and "python eval/recogniser_eval.py --head lact=x" in report
+
+
+def test_model_card_carries_the_measured_numbers_and_the_commands():
+    from modeling_lact_audio import LaCTAudioConfig
+    from modeling_lact_audio.recogniser.model_card import render_model_card
+
+    results = _results("the cat sat on the mat", "a dog sat on a rug")
+    results["systems"]["lact + LM"]["lm"] = {"lm_weight": 0.5, "word_score": 1.0, "beam_size": 50}
+    summary = {
+        "args": {"max_steps": 360, "learning_rate": 0.002, "extra": {"train_rows": 2500}, "single_fraction": 0.25},
+        "best": {"step": 360, "wer": 0.5, "cer": 0.2},
+        "train_seconds": 3600,
+    }
+    whisper = {"d_model": 384, "encoder_layers": 4, "max_source_positions": 1500, "num_mel_bins": 80}
+    config = LaCTAudioConfig(frontend="whisper_encoder", whisper_config=whisper, lact_chunk_size=128)
+    card = render_model_card(results, summary, config, "lact", "lact_whisper_ctc")
+    assert card.startswith("---\nlicense: apache-2.0") and "360 steps" in card and "(60 minutes" in card
+    assert "LM weight\n0.5, word bonus 1.0" in card and "--lact-chunk-size 128" in card
+    assert "| test_seen | WER interval below Whisper's | 0.0 [0.0, 0.0]" in card
+    assert "python eval/recogniser_eval.py --head lact=x" in card

@@ -1,0 +1,109 @@
+"""The model card (``README.md``) of an exported recogniser, generated from its evaluation and training run."""
+
+from .report import bar_checks, group_tables, markdown_tables
+
+FRONT_MATTER = """---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: automatic-speech-recognition
+tags: [lact, test-time-training, ctc, whisper-encoder, lact-audio]
+---
+"""
+
+
+def _subset(results: dict, names: list[str]) -> dict:
+    return {**results, "systems": {n: results["systems"][n] for n in names if n in results["systems"]}}
+
+
+def render_model_card(results: dict, summary: dict, config, head_name: str = "lact", folder_name: str = "") -> str:
+    """Markdown of the card.
+
+    Args:
+        results: the recogniser evaluation's ``results.json`` (every number in the card comes from it).
+        summary: the head's training ``summary.json`` (arguments, history, best step, training time).
+        config: the exported folder's ``LaCTAudioConfig``.
+        head_name: the head's system name in ``results``.
+        folder_name: the folder's name, for the usage lines.
+    """
+    args = summary.get("args", {})
+    best = summary.get("best") or {}
+    minutes = summary.get("train_seconds", 0) / 60
+    whisper = [n for n in results["systems"] if n.startswith("whisper")]
+    others = [n for n in results["systems"] if n not in (head_name, f"{head_name} + LM") and n not in whisper]
+    shown = _subset(results, [head_name, f"{head_name} + LM", *whisper, *others])
+    shown["reference_system"] = head_name
+    bars = "\n".join(bar_checks(results, f"{head_name} + LM", w) for w in whisper)
+    lm = (results["systems"].get(f"{head_name} + LM") or {}).get("lm") or {}
+    path = f"model_cards/checkpoints/{folder_name}" if folder_name else "<folder>"
+    whisper_layers = config.whisper_config["encoder_layers"]
+    return f"""{FRONT_MATTER}
+# lact-audio recogniser on Whisper tiny.en's encoder ({folder_name or "lact_whisper_ctc"})
+
+An offline English character CTC recogniser: the pretrained Whisper tiny.en encoder (frozen, {whisper_layers}
+layers, d_model {config.whisper_config["d_model"]}) feeds {config.num_hidden_layers} bidirectional LaCT blocks
+(width {config.hidden_size}, fast-weight chunk {config.lact_chunk_size} frames, Muon {config.muon_steps} steps,
+sliding-window attention of {config.window_size} frames each side) and a CTC head over {config.vocab_size}
+characters; a word 3-gram LM (train-split text only) is shipped for beam search. The LaCT blocks were
+trained on *sessions* (2-8 utterances of one speaker, the fast weights carried across them), so the model
+can carry its fast-weight state across a speaker's utterances at test time.
+
+**Read the numbers below before using it.** It was trained for {args.get("max_steps", "?")} steps
+({minutes:.0f} minutes on 2 CPU cores) on cached encoder states of {
+        summary.get("args", {}).get("extra", {}).get("train_rows", "?")
+    } synthetic training utterances. It does not reach Whisper tiny.en's own quality on real speech.
+
+## Use
+
+```python
+import modeling_lact_audio  # registers the Auto classes (or pass trust_remote_code=True)
+from transformers import pipeline
+from modeling_lact_audio.asr import Transcriber
+from modeling_lact_audio.recogniser.lm import CTCBeamSearchDecoder
+
+asr = pipeline("automatic-speech-recognition", model="{path}", chunk_length_s=30)
+print(asr("utterance.wav")["text"])  # greedy CTC; 16 kHz mono
+lm = CTCBeamSearchDecoder.from_pretrained("{path}")  # the shipped word LM, settings tuned on validation
+asr_lm = pipeline("automatic-speech-recognition", model="{path}", decoder=lm)
+transcriber = Transcriber.from_pretrained("{path}", use_lm=True)  # batches, audio over 30 s in windows
+```
+
+The feature extractor is Whisper's own (log-mel, 80 bins, padded to the encoder's 30 s window); pass
+`return_attention_mask=True` when calling the model yourself, so it keeps only the frames of real audio.
+Whisper's encoder is not causal: this model does not stream (the streaming model is `lact_small_ctc`).
+
+## Training
+
+Heads trained on the encoder states of the lact-audio corpus (synthetic espeak-ng / festival / flite / Piper
+voices), cached once (`cache/whisper_tiny_en_states`, 30 s windows, fp16):
+
+    python run_scripts/train_recogniser.py --model {head_name} --output outputs/recogniser_v2/{head_name} \\
+        --train-rows {args.get("extra", {}).get("train_rows", "?")} --max-steps {args.get("max_steps", "?")} \\
+        --learning-rate {args.get("learning_rate", "?")} --warmup-steps {args.get("warmup_steps", "?")} \\
+        --batch-frames {args.get("batch_frames", "?")} --max-utterances {args.get("max_utterances", "?")} \\
+        --lact-chunk-size {config.lact_chunk_size} --validation-rows 300 --eval-every {args.get("eval_every", "?")}
+
+AdamW (weight decay {args.get("weight_decay", "?")}), cosine schedule, SpecAugment-style masks on the cached
+states, {args.get("single_fraction", 0) * 100:.0f}% single-utterance sessions. Best validation step
+{best.get("step", "?")}: WER {100 * best.get("wer", float("nan")):.1f}%, CER {100 * best.get("cer", float("nan")):.1f}%
+(greedy, 300 validation utterances). LM: IRSTLM 3-gram over the train split's sentences; LM weight
+{lm.get("lm_weight", "?")}, word bonus {lm.get("word_score", "?")}, beam {lm.get("beam_size", "?")}, chosen on
+validation only.
+
+## Evaluation
+
+{results["rows_per_split"]} utterances per test split, the same utterances for every system, 95% bootstrap
+intervals. Whisper tiny.en zero-shot uses its own decoder. Produced by:
+
+    {results.get("command") or "eval/recogniser_eval.py"}
+
+{bars}
+{markdown_tables(shown)}
+{group_tables(shown)}
+## Limits
+
+- Trained on synthetic voices only; `test_real` (real recordings) shows how far that carries.
+- English characters only; numbers are expected spelt out.
+- Offline only; audio over 30 s is read in independent 30 s windows.
+- A few hundred CPU training steps: more steps and more of the 13,129 training utterances would help; the
+  numbers above are what this folder does, not what the architecture can do.
+"""
