@@ -36,7 +36,7 @@ from modeling_lact_audio import LaCTAudioConfig
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _write_generated_files(config: LaCTAudioConfig, target: Path) -> None:
+def write_generated_files(config: LaCTAudioConfig, target: Path) -> None:
     """Write the modeling code copies and ``config.json`` (``dtype: float32``) of a folder saved from ``config``.
 
     The code copies are what ``save_pretrained`` copies for ``register_for_auto_class``: the modules of
@@ -77,7 +77,7 @@ def export_checkpoint(source: Path, target: Path, storage_dtype: str = "float32"
         shutil.rmtree(target)
     model.to(DTYPES[storage_dtype]).save_pretrained(target, safe_serialization=True)
     processor.save_pretrained(target)
-    _write_generated_files(model.config, target)
+    write_generated_files(model.config, target)
     if card is not None:
         (target / "README.md").write_text(card)
 
@@ -107,7 +107,7 @@ def refresh_code(folder: Path) -> list:
     stale = stale_generated_files(folder)
     for name in {p.name for p in folder.glob("*.py")}:
         (folder / name).unlink()  # a module the package no longer ships must not linger
-    _write_generated_files(LaCTAudioConfig.from_pretrained(folder), folder)
+    write_generated_files(LaCTAudioConfig.from_pretrained(folder), folder)
     return stale
 
 
@@ -117,7 +117,7 @@ def stale_generated_files(folder: Path) -> list:
     folder = Path(folder)
     with tempfile.TemporaryDirectory() as fresh:
         fresh = Path(fresh)
-        _write_generated_files(LaCTAudioConfig.from_pretrained(folder), fresh)
+        write_generated_files(LaCTAudioConfig.from_pretrained(folder), fresh)
         names = _generated_names(folder) | _generated_names(fresh)
         return sorted(
             n

@@ -14,6 +14,7 @@ import torch
 from transformers import WhisperFeatureExtractor
 
 from ..configuration_lact_audio import LaCTAudioConfig
+from ..export.checkpoint import write_generated_files
 from ..modeling_lact_audio import LaCTAudioForCTC
 from ..processors import LaCTCTCTokenizer, LaCTProcessor
 from ..whisper_frontend_lact_audio import whisper_encoder_config
@@ -88,8 +89,11 @@ def export_recogniser(
         shutil.rmtree(output)
     model = assemble_recogniser(load_head(head_folder), whisper_folder)
     model.save_pretrained(output)
+    write_generated_files(model.config, output)  # code copies and config.json exactly as --refresh-code writes them
     processor = LaCTProcessor(
-        WhisperFeatureExtractor.from_pretrained(whisper_folder), LaCTCTCTokenizer.from_pretrained(head_folder)
+        # the mask by default: without it the model would read the window's padding as speech
+        WhisperFeatureExtractor.from_pretrained(whisper_folder, return_attention_mask=True),
+        LaCTCTCTokenizer.from_pretrained(head_folder),
     )
     processor.save_pretrained(output)
     if lm_folder is not None:

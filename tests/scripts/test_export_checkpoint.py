@@ -99,13 +99,18 @@ def test_shipped_checkpoint_transcribes_through_the_pipeline(folder):
     model = AutoModelForCTC.from_pretrained(folder)
     assert model.dtype == torch.float32 and model.config.task == "ctc"
     processor = AutoProcessor.from_pretrained(folder)
-    asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-                   feature_extractor=processor.feature_extractor)
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor,
+    )
     t = np.arange(32000) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
     text = asr(audio)["text"]
     assert isinstance(text, str)
-    features = processor(audio, sampling_rate=16000, return_tensors="pt")
+    # the pipeline asks for the attention mask: a Whisper-encoder model then reads only the real frames
+    features = processor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
     with torch.inference_mode():
         ids = model(**features).logits.argmax(-1)
     assert processor.batch_decode(ids)[0] == text  # the pipeline is the manual path
@@ -118,8 +123,14 @@ def test_shipped_checkpoint_loads_with_trust_remote_code_without_the_package(fol
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
     model = AutoModelForCTC.from_pretrained(folder).eval()
-    features = torch.randn(1, 120, model.config.num_mel_bins, generator=torch.Generator().manual_seed(0))
-    inputs = {"input_features": features}
+    generator = torch.Generator().manual_seed(0)
+    if model.config.frontend == "whisper_encoder":  # Whisper's padded 30 s window, 7 s of it real
+        window = 2 * model.config.whisper_config["max_source_positions"]
+        features = torch.randn(1, model.config.num_mel_bins, window, generator=generator)
+        inputs = {"input_features": features, "attention_mask": (torch.arange(window) < 700)[None].long()}
+    else:
+        features = torch.randn(1, 120, model.config.num_mel_bins, generator=generator)
+        inputs = {"input_features": features}
     with torch.inference_mode():
         ref = model(**inputs).logits
     torch.save(inputs, copy / "inputs.pt")
