@@ -139,6 +139,8 @@ class LaCTCTCTokenizer(Wav2Vec2CTCTokenizer):
             array = np.asarray(token_ids)
         except ValueError as err:  # ragged nesting
             raise ValueError(f"{where}: CTC ids must be one sequence of ints ({err}).") from err
+        if array.size == 0 and array.ndim == 1:
+            return []  # an empty transcript (np.asarray([]) is float64)
         if array.dtype.kind == "f":
             hint = " These look like logits: pass logits.argmax(-1)." if array.ndim >= 2 else ""
             raise ValueError(f"{where}: CTC ids must be integers, got {array.dtype} values.{hint}")

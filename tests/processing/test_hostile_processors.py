@@ -96,6 +96,7 @@ def test_float_ids_logits_strings_and_none_raise(tokenizer):
     with pytest.raises(ValueError, match="a batch of id sequences"):
         tokenizer.batch_decode(None)
     assert tokenizer.decode(np.array([3, 3, 0, 3], np.int32)) == tokenizer.decode([3, 0, 3])
+    assert tokenizer.decode([]) == "" and tokenizer.batch_decode([[], [3]])[0] == ""
 
 
 @pytest.fixture(scope="module")
