@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .newton_schulz import factored_is_cheaper, newton_schulz, newton_schulz_factored
 from .state import FastWeightState, PendingChunk
-from .validation import check_lact_inputs, chunk_spans
+from .validation import check_lact_inputs, check_lact_output, chunk_spans
 
 
 def _apply(W: Tensor, x: Tensor) -> Tensor:
@@ -154,7 +154,7 @@ def lact_swiglu(
         return q.new_zeros(B, 0, H, D), state
     if not torch.is_autocast_enabled(q.device.type):
         q, k, v = (t.to(state.dtype) for t in (q, k, v))
-    lr = lr.to(torch.promote_types(lr.dtype, torch.float32))
+    lr = lr.to(state.dtype)  # the rates scale state-dtype gradients (float32, or float64 for gradcheck)
 
     pend = state.pending
     n_p = 0 if pend is None else pend.length
@@ -292,6 +292,8 @@ def lact_swiglu(
         m2=m2,
         pending=new_pending,
         seen=state.seen + T,
+        chunk_size=chunk_size,
         stacked=W,
     )
+    check_lact_output(o, new_state, k, lr)
     return o, new_state

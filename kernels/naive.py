@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .newton_schulz import newton_schulz
 from .state import FastWeightState, PendingChunk
-from .validation import check_lact_inputs, chunk_spans
+from .validation import check_lact_inputs, check_lact_output, chunk_spans
 
 
 def _swiglu_apply(w0: Tensor, w1: Tensor, w2: Tensor, x: Tensor) -> Tensor:
@@ -148,5 +148,7 @@ def lact_swiglu_reference(
         m2=M[2],
         pending=new_pending,
         seen=state.seen + T,
+        chunk_size=chunk_size if T > 0 else state.chunk_size,
     )
+    check_lact_output(out, new_state, k, lr)
     return out, new_state

@@ -60,6 +60,8 @@ class FastWeightState:
         pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
         seen: number of tokens the stream has consumed (padding positions included), which fixes
             where chunk boundaries fall.
+        chunk_size: the chunk size of the stream (set by the op's first call; None before it): a
+            later call with another one is an error, since the chunk boundaries would move.
         stacked: ``[B*H, 3*Dh, D]`` or None: the op's working layout (w0; w2; w1^T) of which w0, w1,
             w2 are views, kept so that the next call of a stream need not copy them into it again.
             Only the op sets it; every transformation of the state drops it.
@@ -79,6 +81,7 @@ class FastWeightState:
     m2: Optional[Tensor] = None
     pending: Optional[PendingChunk] = None
     seen: int = 0
+    chunk_size: Optional[int] = None
     stacked: Optional[Tensor] = field(default=None, repr=False)
 
     @classmethod
@@ -100,6 +103,10 @@ class FastWeightState:
             if not w.is_floating_point():
                 raise ValueError(f"FastWeightState.from_weights: {name} must be floating point, got {w.dtype}")
         B, H, Dh, D = w0.shape
+        if min(B, H, Dh, D) < 1:
+            raise ValueError(
+                f"FastWeightState.from_weights: w0 [B, H, Dh, D] needs every size >= 1, got {(B, H, Dh, D)}"
+            )
         if w2.shape != w0.shape:
             raise ValueError(
                 f"FastWeightState.from_weights: w2 must have the shape of w0 [B, H, Dh, D] = "
@@ -172,4 +179,4 @@ class FastWeightState:
     def reset_stream(self) -> FastWeightState:
         """Keep the adapted weights but start a new stream: chunk positions restart at 0 and the
         pending tokens of the old stream are dropped (they belong to another utterance)."""
-        return replace(self, pending=None, seen=0)
+        return replace(self, pending=None, seen=0, chunk_size=None)

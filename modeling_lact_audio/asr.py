@@ -241,5 +241,6 @@ class Transcriber:
         out = []
         for row in ids[:, 1:].tolist():  # drop the decoder start token; cut at the end of text
             row = row[: row.index(config.eos_token_id)] if config.eos_token_id in row else row
-            out.append(tokenizer.decode(row, group_tokens=False))
+            # the decoder's own tokens (start, end) lie past the character vocabulary: they are not text
+            out.append(tokenizer.decode([i for i in row if i < len(tokenizer)], group_tokens=False))
         return out

@@ -27,6 +27,12 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 MAX_CHANNELS = 8
+# Audio rates accepted (Hz): from narrow-band telephony's lowest rates to studio recordings. A rate
+# outside this range is almost surely a mistake (samples passed as the rate, kHz instead of Hz).
+MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 4_000, 384_000
+# Float audio beyond this peak is not audio in [-1, 1] (int32 PCM passed as floats reaches 2**31) and
+# overflows float32 power spectra downstream; int16 PCM passed as floats (peak 32768) is still read.
+MAX_FLOAT_AMPLITUDE = 1e6
 
 _FLOAT_DTYPES = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
 _PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
@@ -93,7 +99,8 @@ def to_mono_float(wave, where: str = "audio") -> torch.Tensor:
         ``torch.FloatTensor`` of shape ``[T]`` (float32, PCM scaled to [-1, 1]).
 
     Raises:
-        ValueError: wrong rank or dtype, empty audio, NaN or Inf (also after the cast to float32).
+        ValueError: wrong rank or dtype, empty audio, NaN or Inf (also after the cast to float32), a peak
+            over ``MAX_FLOAT_AMPLITUDE``.
     """
     array = _to_numpy(wave, where)
     if array.ndim == 0:
@@ -104,6 +111,13 @@ def to_mono_float(wave, where: str = "audio") -> torch.Tensor:
         raise ValueError(f"{where}: the audio is empty.")
     if not np.isfinite(array).all():
         raise ValueError(f"{where}: the audio contains NaN or Inf values (or overflows float32).")
+    peak = float(np.abs(array).max())
+    if peak > MAX_FLOAT_AMPLITUDE:
+        raise ValueError(
+            f"{where}: float audio is expected in about [-1, 1], got a peak of {peak:.3g} (over "
+            f"{MAX_FLOAT_AMPLITUDE:g}, where spectra overflow); integer PCM passed as floats? Pass it as "
+            "int16/int32, or divide by 32768."
+        )
     array = np.ascontiguousarray(array, dtype=np.float32)
     if not array.flags.writeable:  # torch cannot share read-only buffers (e.g. the ASR pipeline's)
         array = array.copy()
@@ -138,11 +152,16 @@ def split_batch(raw_speech) -> tuple[list, bool]:
 
 
 def check_sampling_rate(sampling_rate, name: str = "sampling_rate") -> int:
-    """Return ``sampling_rate`` as a positive int, or raise ``ValueError``."""
+    """Return ``sampling_rate`` as an int in ``[MIN_SAMPLING_RATE, MAX_SAMPLING_RATE]`` Hz, or raise ``ValueError``."""
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.integer, np.floating)):
         raise ValueError(f"`{name}` must be a positive integer, got {sampling_rate!r}.")
     if not math.isfinite(sampling_rate) or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
         raise ValueError(f"`{name}` must be a positive integer, got {sampling_rate!r}.")
+    if not MIN_SAMPLING_RATE <= sampling_rate <= MAX_SAMPLING_RATE:
+        raise ValueError(
+            f"`{name}` = {int(sampling_rate)} Hz is outside the supported range [{MIN_SAMPLING_RATE}, "
+            f"{MAX_SAMPLING_RATE}] Hz; pass the rate in Hz (16 kHz audio is sampling_rate=16000)."
+        )
     return int(sampling_rate)
 
 

@@ -258,6 +258,15 @@ class LaCTAudioTokenizer(PreTrainedAudioTokenizerBase):
         result is deterministic.
         """
         config = self.config
+        frames = log_mel.shape[1]
+        if frames < 2:
+            raise ValueError(f"decoding needs at least 2 code frames ((T' - 1) * hop samples), got {frames}.")
+        # Griffin-Lim's STFT reflects n_fft / 2 samples at each end, so it needs a signal longer than that:
+        # shorter inputs are extended by repeating their last frame, and the audio is cut back after.
+        shortest = config.n_fft // (2 * config.hop_length) + 2
+        if frames < shortest:
+            log_mel = torch.nn.functional.pad(log_mel.transpose(1, 2), (0, shortest - frames), mode="replicate")
+            log_mel = log_mel.transpose(1, 2)
         mel_power = log_mel.exp().transpose(1, 2)  # [B, n_mels, T']
         inverse_mel = torchaudio.transforms.InverseMelScale(
             n_stft=config.n_fft // 2 + 1,
@@ -276,4 +285,4 @@ class LaCTAudioTokenizer(PreTrainedAudioTokenizerBase):
         ).to(mel_power)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return griffin_lim(inverse_mel(mel_power))
+            return griffin_lim(inverse_mel(mel_power))[:, : (frames - 1) * config.hop_length]

@@ -8,13 +8,15 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
-from .audio_input import prepare_waveforms
+from .audio_input import check_sampling_rate, prepare_waveforms
 from .log_mel import WINDOWS, LogMelSpectrogram, frame_waveform
 
 logger = logging.get_logger(__name__)
 
 FEATURE_TYPES = ("log_mel", "waveform")
 NORMALIZATIONS = ("none", "per_utterance", "global", "per_speaker")
+MIN_FEATURE_STD = 1e-6  # below this every feature is constant: the fitting audio was silence
+STD_FLOOR_RATIO = 1e-2  # no fitted std is below this fraction of the largest one
 
 
 class LaCTFeatureExtractor(SequenceFeatureExtractor):
@@ -90,6 +92,7 @@ class LaCTFeatureExtractor(SequenceFeatureExtractor):
         kwargs.pop("feature_size", None)
         kwargs.pop("model_input_names", None)
         feature_size = n_mels if feature_type == "log_mel" else (frame_length or 1)
+        sampling_rate = check_sampling_rate(sampling_rate)
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
         self.feature_type = feature_type
         self.resample = resample
@@ -108,6 +111,7 @@ class LaCTFeatureExtractor(SequenceFeatureExtractor):
         self.normalization, self.norm_eps = normalization, norm_eps
         self.global_mean, self.global_std = global_mean, global_std
         self.speaker_stats = speaker_stats or {}
+        self._check_statistics()
         self.model_input_names = [
             "input_features" if feature_type == "log_mel" else "input_values",
             "attention_mask",
@@ -149,6 +153,19 @@ class LaCTFeatureExtractor(SequenceFeatureExtractor):
         if self.frame_length is None:
             return features[:, 0]
         return frame_waveform(features[:, 0], self.frame_length, self.hop_length, self.window)
+
+    def _check_statistics(self) -> None:
+        """Reject normalisation statistics that would give garbage features (a zero or non-finite std)."""
+        tables = {"global": (self.global_mean, self.global_std)} if self.global_std is not None else {}
+        tables |= {f"speaker {k!r}": (v.get("mean"), v.get("std")) for k, v in self.speaker_stats.items()}
+        for who, (mean, std) in tables.items():
+            mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+            if mean.shape != std.shape or not np.isfinite(mean).all() or not (np.isfinite(std) & (std > 0)).all():
+                raise ValueError(
+                    f"{type(self).__name__}: the {who} normalisation statistics need finite means and stds > 0 of "
+                    f"one shape (got mean {mean.shape}, std {std.shape}, min std {std.min() if std.size else None}); "
+                    "refit them with fit_normalization(audio)."
+                )
 
     def _stats(self, features: torch.Tensor, speaker_id) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.normalization == "none":
@@ -260,7 +277,11 @@ class LaCTFeatureExtractor(SequenceFeatureExtractor):
             speaker_ids: iterable of ids, one per utterance; fills ``speaker_stats`` (keys ``str(id)``).
 
         Returns:
-            ``self``; the statistics are lists of ``feature dim`` floats (``n_mels``, or 1 for waveforms).
+            ``self``; the statistics are lists of ``feature dim`` floats (``n_mels``, or 1 for waveforms);
+            each std is floored at ``STD_FLOOR_RATIO`` times the largest.
+
+        Raises:
+            ValueError: no audio, or audio whose features are all constant (silence).
         """
         totals: dict = {}
         speakers = iter(speaker_ids) if speaker_ids is not None else None
@@ -274,12 +295,21 @@ class LaCTFeatureExtractor(SequenceFeatureExtractor):
         if None not in totals:
             raise ValueError("fit_normalization got no audio.")
 
-        def mean_std(count, total, squares):
+        def mean_std(count, total, squares, who):
             mean = total / count
-            return mean.tolist(), (squares / count - mean**2).clamp_min(0).sqrt().tolist()
+            std = (squares / count - mean**2).clamp_min(0).sqrt()
+            if float(std.max()) <= MIN_FEATURE_STD:
+                raise ValueError(
+                    f"fit_normalization: every feature of {who} is constant (std <= {MIN_FEATURE_STD}): silence or "
+                    "a constant signal cannot give normalisation statistics; fit on speech."
+                )
+            # A band with (almost) no energy variation, e.g. above the cut-off of 8 kHz audio resampled to
+            # 16 kHz, would be blown up by 1 / std: floor each std at STD_FLOOR_RATIO of the largest.
+            std = std.clamp_min(STD_FLOOR_RATIO * float(std.max()))
+            return mean.tolist(), std.tolist()
 
-        self.global_mean, self.global_std = mean_std(*totals.pop(None))
+        self.global_mean, self.global_std = mean_std(*totals.pop(None), "the audio")
         for key, sums in totals.items():
-            mean, std = mean_std(*sums)
+            mean, std = mean_std(*sums, f"speaker {key!r}")
             self.speaker_stats[key] = {"mean": mean, "std": std}
         return self

@@ -1,9 +1,10 @@
 """LaCTProcessor: routes audio to LaCTFeatureExtractor and text to LaCTCTCTokenizer (as CTC labels)."""
 
 import numpy as np
-import torch
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
+
+from .audio_input import split_batch
 
 
 class LaCTProcessor(ProcessorMixin):
@@ -41,6 +42,13 @@ class LaCTProcessor(ProcessorMixin):
         """
         if audio is None and text is None:
             raise ValueError("You need to specify either an `audio` or `text` input to process.")
+        if text is not None and audio is not None:
+            n_audio = len(split_batch(audio)[0])
+            n_text = 1 if isinstance(text, str) else len(text)
+            if n_text != n_audio:
+                raise ValueError(
+                    f"LaCTProcessor got {n_audio} utterance(s) and {n_text} transcript(s): pass one text per utterance."
+                )
         if text is not None:
             encodings = self.tokenizer(text, padding=return_tensors is not None, return_tensors=return_tensors)
             if audio is None:
@@ -57,19 +65,13 @@ class LaCTProcessor(ProcessorMixin):
             inputs["labels"] = labels
         return inputs
 
-    def _ids(self, ids):
-        if isinstance(ids, (list, tuple)) and ids and not np.isscalar(ids[0]):
-            return [self._ids(row) for row in ids]  # ragged lists of label ids
-        ids = torch.as_tensor(np.asarray(ids)) if not isinstance(ids, torch.Tensor) else ids
-        return ids.masked_fill(ids < 0, self.tokenizer.pad_token_id)
-
     def batch_decode(self, sequences, **kwargs) -> list[str]:
-        """Texts of CTC ids ``[B, T]`` (or padded labels, with ``group_tokens=False``)."""
-        return self.tokenizer.batch_decode(self._ids(sequences), **kwargs)
+        """Texts of CTC ids ``[B, T]`` (or labels padded with -100, with ``group_tokens=False``)."""
+        return self.tokenizer.batch_decode(sequences, **kwargs)
 
     def decode(self, token_ids, **kwargs) -> str:
         """Text of CTC ids ``[T]`` (or labels, with ``group_tokens=False``)."""
-        return self.tokenizer.decode(self._ids(token_ids), **kwargs)
+        return self.tokenizer.decode(token_ids, **kwargs)
 
     @property
     def model_input_names(self) -> list[str]:

@@ -7,11 +7,14 @@ import tempfile
 import unicodedata
 from collections.abc import Iterable
 
+import numpy as np
+import torch
 from transformers import Wav2Vec2CTCTokenizer
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 _NOT_KEPT = re.compile(r"[^\w\s']|_")
 _SPACES = re.compile(r"\s+")
+LABEL_PADDING = -100  # the label padding the CTC loss ignores; decode reads it as the blank
 
 
 def normalize_text(text: str, lowercase: bool = True) -> str:
@@ -116,3 +119,57 @@ class LaCTCTCTokenizer(Wav2Vec2CTCTokenizer):
                 normalize=normalize,
                 **kwargs,
             )
+
+    def check_ids(self, token_ids, where: str = "token_ids") -> list[int]:
+        """One sequence of CTC ids as a list of ints, ``-100`` (label padding) read as the blank.
+
+        Args:
+            token_ids: an int, or a 1-D list / numpy array / torch tensor of integer ids ``[T]``.
+            where: names the sequence in error messages.
+
+        Raises:
+            ValueError: float ids (logits: take ``argmax(-1)`` first), strings or None, more than one
+                dimension, or ids outside ``[0, len(tokenizer))`` other than ``-100``.
+        """
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.detach().cpu().numpy()
+        if isinstance(token_ids, (int, np.integer)) and not isinstance(token_ids, bool):
+            token_ids = [int(token_ids)]
+        try:
+            array = np.asarray(token_ids)
+        except ValueError as err:  # ragged nesting
+            raise ValueError(f"{where}: CTC ids must be one sequence of ints ({err}).") from err
+        if array.size == 0 and array.ndim == 1:
+            return []  # an empty transcript (np.asarray([]) is float64)
+        if array.dtype.kind == "f":
+            hint = " These look like logits: pass logits.argmax(-1)." if array.ndim >= 2 else ""
+            raise ValueError(f"{where}: CTC ids must be integers, got {array.dtype} values.{hint}")
+        if array.size and array.dtype.kind not in "iu":
+            raise ValueError(
+                f"{where}: CTC ids must be integers, got {array.dtype} values (e.g. {array.flat[0]!r}); "
+                "decode ids, not strings or None."
+            )
+        if array.ndim != 1:
+            raise ValueError(f"{where}: expected one sequence of ids [T], got shape {array.shape}.")
+        ids = array.astype(np.int64)
+        bad = ((ids < 0) & (ids != LABEL_PADDING)) | (ids >= len(self))
+        if bad.any():
+            raise ValueError(
+                f"{where}: id {int(ids[bad][0])} is outside the vocabulary [0, {len(self)}) "
+                f"(-100 is read as label padding); was the tokenizer the model's?"
+            )
+        return np.where(ids == LABEL_PADDING, self.pad_token_id, ids).tolist()
+
+    def decode(self, token_ids, *args, **kwargs):
+        """Text of CTC ids ``[T]`` (see the class docstring); ids are checked by :meth:`check_ids`."""
+        return super().decode(self.check_ids(token_ids), *args, **kwargs)
+
+    def batch_decode(self, sequences, *args, **kwargs):
+        """Texts of CTC ids ``[B, T]`` (a 2-D array or tensor, or a list of sequences of any lengths)."""
+        if isinstance(sequences, (torch.Tensor, np.ndarray)) and sequences.ndim != 2:
+            hint = " These look like logits: pass logits.argmax(-1)." if sequences.ndim == 3 else ""
+            raise ValueError(f"batch_decode expects ids of shape [B, T], got {tuple(sequences.shape)}.{hint}")
+        if not isinstance(sequences, (torch.Tensor, np.ndarray, list, tuple)):
+            raise ValueError(f"batch_decode expects a batch of id sequences, got {type(sequences).__name__}.")
+        checked = [self.check_ids(seq, where=f"sequences[{i}]") for i, seq in enumerate(sequences)]
+        return super().batch_decode(checked, *args, **kwargs)

@@ -45,9 +45,15 @@ def main(argv=None):
     parser.add_argument(
         "--card", action="store_true", help="write README.md from --decoder-settings' results.json and summary.json"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT even if it is not an earlier export")
     args = parser.parse_args(argv)
     folder = export_recogniser(
-        args.head, args.whisper, args.output, args.lm, decoder_settings(args.decoder_settings, args.head_name)
+        args.head,
+        args.whisper,
+        args.output,
+        args.lm,
+        decoder_settings(args.decoder_settings, args.head_name),
+        overwrite=args.overwrite,
     )
     if args.card:
         from modeling_lact_audio import LaCTAudioConfig

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import jobs as job_runner
 from .data_card import render_card
-from .dataset import assemble, split_statistics
+from .dataset import assemble, shard_path, split_statistics
 from .plan import SPLITS, make_plan, sizes_for
 from .requirements import require_packages
 from .text_sources import load_domains
@@ -71,7 +71,7 @@ def _run_jobs(plan: dict, shard_dir: Path, workers: int, progress: bool) -> int:
 
     for stale in shard_dir.glob("*.partial-*"):
         stale.unlink()
-    pending = [j for j in plan["jobs"] if not (shard_dir / f"{j['job_id']}.pkl").exists()]
+    pending = [j for j in plan["jobs"] if not shard_path(shard_dir, j["job_id"]).exists()]
     # Long sessions first, so no worker is left with one at the end.
     pending.sort(key=lambda j: j["kind"] != "session")
     context = {k: v for k, v in plan.items() if k != "jobs"}

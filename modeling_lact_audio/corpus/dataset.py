@@ -1,11 +1,12 @@
 """Shards to a datasets.DatasetDict, and the statistics the data card reports."""
 
-import pickle
 from collections import defaultdict
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..data import SAMPLING_RATE
 
@@ -31,10 +32,27 @@ FEATURES = datasets.Features(
 )
 
 
+SHARD_SUFFIX = ".parquet"  # data only: a shard can never run code when read (a pickle could)
+
+
+def shard_path(shard_dir: Path, job_id: str) -> Path:
+    """Where job ``job_id`` keeps its rows."""
+    return Path(shard_dir) / f"{job_id}{SHARD_SUFFIX}"
+
+
+def write_shard(rows: list[dict], path) -> None:
+    """Write corpus rows (``FEATURES``' fields; ``audio`` as ``{"bytes", "path"}``) as one Parquet file."""
+    pq.write_table(pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema), path)
+
+
+def read_shard(path) -> list[dict]:
+    """The rows :func:`write_shard` wrote, in order."""
+    return pq.read_table(path).to_pylist()
+
+
 def _shard_rows(paths: list[str]):
     for path in paths:
-        with open(path, "rb") as f:
-            yield from pickle.load(f)
+        yield from read_shard(path)
 
 
 def assemble(plan: dict, shard_dir: Path, cache_dir: Path, splits: tuple[str, ...]) -> datasets.DatasetDict:
@@ -45,7 +63,7 @@ def assemble(plan: dict, shard_dir: Path, cache_dir: Path, splits: tuple[str, ..
     """
     paths = defaultdict(list)
     for job in plan["jobs"]:
-        paths[job["split"]].append(str(shard_dir / f"{job['job_id']}.pkl"))
+        paths[job["split"]].append(str(shard_path(shard_dir, job["job_id"])))
     out = {}
     for split in splits:
         out[split] = datasets.Dataset.from_generator(

@@ -2,14 +2,13 @@
 
 import io
 import os
-import pickle
 import zlib
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from ..data import SAMPLING_RATE
+from .dataset import shard_path, write_shard
 from .engines import read_resampled, synthesize
 from .noise import (
     TEST_RECORDINGS,
@@ -145,11 +144,10 @@ def run_job(job: dict, plan: dict, shard_dir: str) -> str:
         rows = _real_rows(job)
     else:
         rows = _session_rows(job, plan)
-    final = Path(shard_dir) / f"{job['job_id']}.pkl"
+    final = shard_path(shard_dir, job["job_id"])
     partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
-    with open(partial, "wb") as f:
-        pickle.dump(rows, f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
+    write_shard(rows, partial)
+    with open(partial, "rb") as f:
         os.fsync(f.fileno())
     os.replace(partial, final)
     return job["job_id"]

@@ -33,6 +33,8 @@ from transformers.dynamic_module_utils import custom_object_save
 import modeling_lact_audio
 from modeling_lact_audio import LaCTAudioConfig
 
+from .target import claim_target, write_export_record
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -49,14 +51,15 @@ def write_generated_files(config: LaCTAudioConfig, target: Path) -> None:
     config.save_pretrained(target)
 
 
-def export_checkpoint(source: Path, target: Path, storage_dtype: str = "float32") -> float:
+def export_checkpoint(source: Path, target: Path, storage_dtype: str = "float32", overwrite: bool = False) -> float:
     """Save the CTC model and processor of ``source`` (a ``save_pretrained`` folder) into ``target``.
 
     Args:
         source: folder with ``config.json``, weights and processor files (``run_scripts/train.py``'s
             ``best/`` or ``last/``).
-        target: output folder; replaced if it exists (a README.md model card there is kept).
+        target: output folder; replaced if it is an earlier export (a README.md model card there is kept).
         storage_dtype: ``"float32"`` or ``"bfloat16"`` for the stored tensors; the model loads in float32.
+        overwrite: replace ``target`` even if it is a non-empty folder this exporter did not write.
 
     Returns:
         The max absolute difference between the source model's logits and the reloaded export's on
@@ -67,6 +70,7 @@ def export_checkpoint(source: Path, target: Path, storage_dtype: str = "float32"
     source, target = Path(source), Path(target)
     if not (source / "config.json").is_file():
         raise FileNotFoundError(f"{source} has no config.json: pass a save_pretrained folder such as <run>/best")
+    claim_target(target, overwrite)
     model = AutoModelForCTC.from_pretrained(source, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(source)
     features = torch.randn(1, 200, model.config.num_mel_bins, generator=torch.Generator().manual_seed(0))
@@ -78,6 +82,7 @@ def export_checkpoint(source: Path, target: Path, storage_dtype: str = "float32"
     model.to(DTYPES[storage_dtype]).save_pretrained(target, safe_serialization=True)
     processor.save_pretrained(target)
     write_generated_files(model.config, target)
+    write_export_record(target, tool="export_checkpoint", source=str(source), storage_dtype=storage_dtype)
     if card is not None:
         (target / "README.md").write_text(card)
 
@@ -134,6 +139,7 @@ def main(argv=None) -> None:
     parser.add_argument("source", type=Path, nargs="?", help="save_pretrained folder of a trained CTC model")
     parser.add_argument("target", type=Path, nargs="?", help="output folder, e.g. model_cards/checkpoints/lact_x")
     parser.add_argument("--storage_dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--overwrite", action="store_true", help="replace TARGET even if it is not an earlier export")
     parser.add_argument(
         "--refresh-code", type=Path, nargs="+", metavar="FOLDER", help="rewrite the code copies and config.json"
     )
@@ -147,7 +153,7 @@ def main(argv=None) -> None:
         return
     if args.source is None or args.target is None:
         parser.error("pass SOURCE and TARGET to export a run, or --refresh-code FOLDER...")
-    diff = export_checkpoint(args.source, args.target, args.storage_dtype)
+    diff = export_checkpoint(args.source, args.target, args.storage_dtype, args.overwrite)
     size = sum(p.stat().st_size for p in args.target.iterdir() if p.is_file())
     print(f"wrote {args.target} ({size / 2**20:.1f} MiB); max |logit difference| after reload: {diff:.3g}")
 

@@ -15,6 +15,7 @@ from transformers import WhisperFeatureExtractor
 
 from ..configuration_lact_audio import LaCTAudioConfig
 from ..export.checkpoint import write_generated_files
+from ..export.target import claim_target, write_export_record
 from ..modeling_lact_audio import LaCTAudioForCTC
 from ..processors import LaCTCTCTokenizer, LaCTProcessor
 from ..whisper_frontend_lact_audio import whisper_encoder_config
@@ -69,21 +70,24 @@ def export_recogniser(
     output: str,
     lm_folder: str | None = None,
     decoder_settings: dict | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``output``: the assembled model, its processor and, with ``lm_folder``, the LM.
 
     Args:
         head_folder: a trained head (``train_recogniser.py``'s ``best/``).
         whisper_folder: the transformers Whisper folder whose encoder states the head was trained on.
-        output: the folder to write (replaced if it exists; a ``README.md`` model card there is kept).
+        output: the folder to write (replaced if it is an earlier export; a ``README.md`` model card there is kept).
         lm_folder: a ``language_model`` folder (``build_language_model.py``), copied as ``language_model/``.
         decoder_settings: ``{"lm_weight", "word_score", "beam_size"}`` tuned on validation, written into the
             copied ``decoder_config.json`` (what the pipeline's decoder then uses).
+        overwrite: replace ``output`` even if it is a non-empty folder this exporter did not write.
 
     Returns the folder. The export is checked: the reloaded folder's logits on one second of noise must
     equal the assembled model's.
     """
     output = Path(output)
+    claim_target(output, overwrite)
     card = (output / "README.md").read_text() if (output / "README.md").is_file() else None
     if output.exists():
         shutil.rmtree(output)
@@ -103,6 +107,9 @@ def export_recogniser(
             settings = json.loads(path.read_text())
             settings.update({k: decoder_settings[k] for k in ("lm_weight", "word_score", "beam_size")})
             path.write_text(json.dumps(settings, indent=1))
+    write_export_record(
+        output, tool="export_recogniser", head=str(head_folder), whisper=str(whisper_folder), lm=lm_folder
+    )
     if card is not None:
         (output / "README.md").write_text(card)
 

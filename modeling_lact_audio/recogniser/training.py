@@ -21,6 +21,7 @@ from transformers import get_cosine_schedule_with_warmup
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from ..cache_lact_audio import LaCTCache
+from ..training.checkpoint_files import check_checkpoint_files
 from .heads import BiLSTMCTCHead, CachedStatesCTC
 from .sessions import SessionCollator, SessionSampler
 
@@ -193,6 +194,7 @@ def train_recogniser(
     checkpoints = output / "checkpoints"
     if checkpoints.exists() and any(checkpoints.iterdir()):
         last = max(checkpoints.iterdir(), key=lambda p: int(p.name.split("_")[-1]))
+        check_checkpoint_files(last)  # Accelerate's own files only: they load with weights_only=True
         accelerator.load_state(str(last))
         saved = json.loads((output / "progress.json").read_text())
         step, epoch, offset = saved["step"], saved["epoch"], saved["offset"]

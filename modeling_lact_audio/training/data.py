@@ -111,7 +111,7 @@ class DataState:
     """Where the run is in its data: ``epoch``, ``step_in_epoch`` (optimizer steps into that epoch's plan),
     ``completed_steps`` and the best validation score so far.
 
-    Registered with ``accelerator.register_for_checkpointing``, so ``save_state`` / ``load_state`` carry it.
+    Saved as JSON beside Accelerate's state in every checkpoint (``checkpoint_files.write_training_state``).
     """
 
     def __init__(self):

@@ -5,8 +5,9 @@
     accelerate launch --multi_gpu --num_processes 2 run_scripts/train.py run_scripts/configs/tiny_cpu.yaml
 
 A YAML/JSON file (first argument) gives defaults; any flag after it overrides them. The run folder
-holds ``checkpoints/checkpoint_N`` (Accelerate state after step N: weights, optimizer, scheduler,
-RNG, data position; the newest ``keep_checkpoints`` are kept), ``last/`` and ``best/``
+holds ``checkpoints/checkpoint_N`` (Accelerate state after step N: weights, optimizer, RNG; the
+scheduler and the data position as ``training_state.json``; no pickle is ever loaded with code in it,
+see ``checkpoint_files.py``; the newest ``keep_checkpoints`` are kept), ``last/`` and ``best/``
 (``save_pretrained`` model + processor, ready for ``from_pretrained`` and
 ``pipeline("automatic-speech-recognition")``), ``log.jsonl`` (one line per step) and TensorBoard logs.
 Rerunning the same command resumes from the newest complete checkpoint exactly where it stopped.
@@ -36,6 +37,7 @@ from ..processors import (
     LaCTProcessor,
 )
 from .arguments import parse_args
+from .checkpoint_files import TRAINING_STATE, check_checkpoint_files, read_training_state, write_training_state
 from .data import (
     FRAMES_PER_SECOND,
     AudioTokenCollator,
@@ -70,7 +72,13 @@ def mixed_precision(requested: str, device_type: str) -> str:
 
 
 def save_atomically(folder: Path, write) -> None:
-    """``write(tmp)`` then rename ``tmp`` to ``folder``: a kill mid-write leaves the previous ``folder`` intact."""
+    """``write(tmp)`` then rename ``tmp`` to ``folder``: a kill mid-write leaves the previous ``folder`` intact.
+
+    The switch takes two renames (``folder`` -> ``folder.old``, ``tmp`` -> ``folder``); a kill between
+    them leaves no ``folder``, which :func:`recover_interrupted_save` repairs (it runs first here, and
+    when a run starts).
+    """
+    recover_interrupted_save(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     write(tmp)
@@ -79,6 +87,47 @@ def save_atomically(folder: Path, write) -> None:
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_interrupted_save(folder: Path) -> str | None:
+    """Repair ``folder`` after a kill inside :func:`save_atomically`; returns what was done, or None.
+
+    No ``folder`` but a ``folder.old`` means the kill fell between the two renames: ``folder.tmp`` was
+    complete (it is renamed only after ``write`` returned), so it becomes ``folder``; without it the
+    previous version ``folder.old`` comes back. A stale ``folder.old`` beside a ``folder`` is removed.
+    """
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    if folder.exists():
+        if old.exists():
+            shutil.rmtree(old)
+            return f"removed the stale {old.name}"
+        return None
+    if not old.exists():
+        return None
+    if tmp.exists():
+        os.replace(tmp, folder)
+        shutil.rmtree(old)
+        return f"completed the interrupted save of {folder.name} from {tmp.name}"
+    os.replace(old, folder)
+    return f"restored {folder.name} from {old.name}"
+
+
+def trim_log(log_path: Path, last_step: int) -> int:
+    """Drop the lines of ``log.jsonl`` logged after ``last_step`` (the resumed checkpoint's step, 0 when a
+    run starts over after a kill before its first checkpoint), so a rerun logs no step twice; returns
+    how many lines were dropped. A line cut off by the kill is dropped too."""
+    if not log_path.exists():
+        return 0
+    lines = log_path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    log_path.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
 
 
 def checkpoint_step(folder: Path) -> int:
@@ -211,7 +260,8 @@ def train(model_args, data_args, train_args) -> dict:
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     data_state = DataState()
-    accelerator.register_for_checkpointing(scheduler, data_state)
+    # The scheduler and data_state are saved as JSON (checkpoint_files.py), never registered with
+    # Accelerate, whose custom-object checkpoints are unpickled with weights_only=False.
     accumulation = train_args.gradient_accumulation_steps
     # Not prepared by Accelerate: the sampler shards the plan over the processes itself, so every
     # process count sees the same batches in the same optimizer steps.
@@ -235,13 +285,19 @@ def train(model_args, data_args, train_args) -> dict:
 
     resume_from = resume_checkpoint(accelerator, run_dir) if train_args.resume else None
     if resume_from is not None:
+        check_checkpoint_files(resume_from, allowed=(TRAINING_STATE, COMPLETE))
+        training_state = read_training_state(resume_from)
         accelerator.load_state(str(resume_from))
+        scheduler.load_state_dict(training_state["scheduler"])
+        data_state.load_state_dict(training_state["data"])
         accelerator.print(f"resumed from {resume_from} at step {data_state.completed_steps}")
-        log_path = run_dir / "log.jsonl"
-        if accelerator.is_main_process and log_path.exists():  # drop steps logged after the checkpoint
-            lines = log_path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["step"] <= data_state.completed_steps]
-            log_path.write_text("".join(line + "\n" for line in kept))
+    log_path = run_dir / "log.jsonl"
+    if accelerator.is_main_process:
+        for saved in ("best", "last"):
+            repaired = recover_interrupted_save(run_dir / saved)
+            if repaired:
+                accelerator.print(f"{run_dir / saved}: {repaired}")
+        trim_log(log_path, data_state.completed_steps)
 
     hyperparameters = {
         **{f"model/{k}": v for k, v in vars(model_args).items()},
@@ -283,6 +339,7 @@ def train(model_args, data_args, train_args) -> dict:
         folder = Path(accelerator.save_state())
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            write_training_state(folder, {"scheduler": scheduler.state_dict(), "data": data_state.state_dict()})
             (folder / COMPLETE).touch()
         accelerator.wait_for_everyone()
 

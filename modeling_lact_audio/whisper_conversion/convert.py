@@ -29,6 +29,7 @@ from transformers import (
     WhisperTokenizer,
 )
 
+from ..export.target import claim_target
 from . import ct2_format
 
 # Stored by ct2's generic TransformerDecoderSpec for translation models (which decoder layer/head
@@ -276,8 +277,11 @@ def converter_sha256() -> str:
     return digest.hexdigest()
 
 
-def convert(ct2_dir, output_dir) -> dict:
+def convert(ct2_dir, output_dir, overwrite: bool = False) -> dict:
     """Convert ``ct2_dir`` into a transformers folder at ``output_dir`` (replaced atomically).
+
+    An existing ``output_dir`` is replaced only if it is an earlier conversion (it holds
+    ``ct2_conversion.json``), is empty, or ``overwrite`` is True; otherwise ``ValueError``.
 
     Weights are written in float32: float16 upcasts exactly, and fp16 matmuls on CPU are far
     slower than fp32.
@@ -286,6 +290,7 @@ def convert(ct2_dir, output_dir) -> dict:
         The provenance record also written to ``output_dir/ct2_conversion.json``.
     """
     ct2_dir, output_dir = Path(ct2_dir), Path(output_dir)
+    claim_target(output_dir, overwrite, record="ct2_conversion.json")
     ct2 = ct2_format.read_model_bin(ct2_dir / "model.bin")
     if ct2.spec != "WhisperSpec":
         raise ValueError(f"{ct2_dir}/model.bin holds a {ct2.spec}, not a WhisperSpec")
@@ -350,9 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     """Command line entry point: converts ``--ct2`` into ``--output`` and prints where it wrote."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ct2", required=True, help="CTranslate2 Whisper folder (model.bin, config.json...)")
-    parser.add_argument("--output", required=True, help="transformers folder to write (replaced if present)")
+    parser.add_argument("--output", required=True, help="transformers folder to write (replaces an earlier conversion)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output even if it is not a conversion")
     args = parser.parse_args(argv)
-    record = convert(args.ct2, args.output)
+    record = convert(args.ct2, args.output, args.overwrite)
     print(f"wrote {args.output} from {record['source']} (sha256 {record['model_bin_sha256'][:12]})")
 
 

@@ -119,7 +119,8 @@ def test_character_whisper_generate_equals_the_greedy_loop(character_whisper):
     expected = _reference_greedy(model, features, 20)
     lengths = [len(ids) for ids in expected]
     assert min(lengths) < 20 and len(set(lengths)) > 1 and len({tuple(ids) for ids in expected}) > 1, expected
-    texts = [processor.tokenizer.decode(ids, group_tokens=False) for ids in expected]
+    vocab = len(processor.tokenizer)  # a random decoder may emit its start token again: not a character
+    texts = [processor.tokenizer.decode([i for i in ids if i < vocab], group_tokens=False) for ids in expected]
     assert transcriber.transcribe_batch({"input_features": features, "labels": torch.zeros(6, 1)}) == texts
     assert transcriber(audio) == texts
 

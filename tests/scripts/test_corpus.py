@@ -77,7 +77,7 @@ def resumed(tmp_path_factory):
 
     def crash_after_five(job, plan, shard_dir):
         if len(calls) == 5:
-            Path(shard_dir, f"{job['job_id']}.pkl.partial-1").write_bytes(b"\x80\x05half a shard")
+            Path(shard_dir, f"{job['job_id']}.parquet.partial-1").write_bytes(b"\x80\x05half a shard")
             raise KeyboardInterrupt
         calls.append(job["job_id"])
         return real_run_job(job, plan, shard_dir)
@@ -183,6 +183,8 @@ def test_same_seed_rebuilds_identically_and_resume_builds_each_job_once(referenc
     ref_info, ref = reference
     info, ds, calls, shards_at_crash = resumed
     assert len(shards_at_crash) == 6 and sum(".partial-" in s for s in shards_at_crash) == 1
+    # shards are data (Parquet), never pickles that reading would execute
+    assert all(s.endswith(".parquet") for s in shards_at_crash if ".partial-" not in s)
     assert len(calls) == len(set(calls)) == info["jobs_run"] + 5 == ref_info["jobs_run"]
     for split in SPLITS:
         assert ds[split].to_dict() == ref[split].to_dict(), split

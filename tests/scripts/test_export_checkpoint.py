@@ -39,7 +39,7 @@ def trained_like(tmp_path_factory):
 @pytest.mark.parametrize("storage", ["float32", "bfloat16"])
 def test_export_reloads_in_float32_with_the_stored_dtype(trained_like, tmp_path, storage):
     source, model = trained_like
-    (tmp_path / "out").mkdir()
+    export_checkpoint(source, tmp_path / "out", storage)
     (tmp_path / "out" / "README.md").write_text("card")  # an existing model card survives a re-export
     diff = export_checkpoint(source, tmp_path / "out", storage)
     reloaded = AutoModelForCTC.from_pretrained(tmp_path / "out")

@@ -4,6 +4,7 @@ loader, and whole runs on the tiny config and corpus: learning, exact resume, 2 
 import io
 import json
 import os
+import pickle
 import runpy
 import subprocess
 import sys
@@ -282,3 +283,26 @@ def test_bad_configuration_fails_early(corpus, tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         run(corpus, tmp_path / "bad", *flags)
     assert not (tmp_path / "bad" / "log.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_planted_pickle_and_a_rerun_logs_each_step_once(corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    # A run killed before its first checkpoint left log lines behind: the rerun starts over and drops them.
+    (out / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)))
+    flags = ("--max_steps", "4", "--eval_steps", "100", "--save_steps", "100", "--warmup_steps", "1")
+    run(corpus, out, *flags, "--stop_after_steps", "2")
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and 9.0 not in losses(out)
+    checkpoint = out / "checkpoints" / "checkpoint_2"
+    assert (checkpoint / "training_state.json").exists() and not list(checkpoint.glob("custom_checkpoint*"))
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "ran"), "w"))
+
+    (checkpoint / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Planted()))
+    with pytest.raises(ValueError, match="a pickle that resuming would execute"):
+        run(corpus, out, *flags)
+    assert not (tmp_path / "ran").exists()
