@@ -1,6 +1,7 @@
 """LaCTAudioConfig: every option of the lact-audio models, validated in one place."""
 
 import json
+import math
 
 from transformers import PreTrainedConfig
 
@@ -56,6 +57,19 @@ def _as_json_dict(config):
     if hasattr(config, "to_json_string"):
         return json.loads(config.to_json_string(use_diff=False))
     return json.loads(json.dumps(config)) if isinstance(config, dict) else config
+
+
+def _raise_invalid(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"LaCTAudioConfig: {msg}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _field_names(table: dict) -> set:
@@ -219,6 +233,7 @@ class LaCTAudioConfig(PreTrainedConfig):
                 raise ValueError(f"LaCTAudioConfig: {name} is not a field of {scope} configs ({_owner(name)})")
         if pad_token_id is None and task == "ctc":
             pad_token_id = 0  # the CTC blank
+        self._validate_sizes(_raise_invalid)  # before transformers compares token ids with a malformed size
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs)
         self.validate_lact()
 
@@ -262,18 +277,31 @@ class LaCTAudioConfig(PreTrainedConfig):
         """Audio samples per output frame (the ASR pipeline aligns chunked inference with it)."""
         return self.total_stride * (1 if self.frontend == "waveform" else self.feature_hop_length)
 
-    def validate_lact(self) -> None:
-        """Raise ``ValueError`` naming the field when an option or a combination of options is invalid."""
-
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ValueError(f"LaCTAudioConfig: {msg}")
-
+    def _validate_sizes(self, need) -> None:
+        """The integer sizes and the positive reals, checked before anything computes with them."""
         positive = ["hidden_size", "num_hidden_layers", "num_attention_heads", "num_lact_heads", "intermediate_size"]
         positive += ["lact_chunk_size"]
         positive += ["vocab_size"] if self.task == "ctc" else ["num_codebooks", "codebook_size"]
         if self.task == "ctc" and self.frontend in ("log_mel", "whisper_encoder"):
             positive += ["num_mel_bins", "feature_hop_length"]
+        for name in positive:
+            value = getattr(self, name)
+            need(_is_int(value) and value >= 1, f"{name} must be a positive int, got {value!r}")
+        for name, why in (
+            ("rope_theta", "the RoPE base; frequencies are rope_theta ** (-2i / head_dim)"),
+            ("rms_norm_eps", "added to the mean square before its inverse square root"),
+        ):
+            value = getattr(self, name)
+            need(_is_real(value) and value > 0, f"{name} must be a real number > 0 ({why}), got {value!r}")
+        need(
+            _is_real(self.initializer_range) and self.initializer_range >= 0,
+            f"initializer_range must be a real number >= 0, got {self.initializer_range!r}",
+        )
+
+    def validate_lact(self) -> None:
+        """Raise ``ValueError`` naming the field when an option or a combination of options is invalid."""
+        need = _raise_invalid
+        self._validate_sizes(need)
         if self.task == "ctc" and self.frontend == "whisper_encoder":
             whisper = self.whisper_config
             need(
@@ -290,9 +318,6 @@ class LaCTAudioConfig(PreTrainedConfig):
                 isinstance(layers, int) and 0 <= layers <= whisper["encoder_layers"],
                 f"whisper_trainable_layers must be an int in [0, {whisper['encoder_layers']}], got {layers!r}",
             )
-        for name in positive:
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, f"{name} must be a positive int, got {value!r}")
         need(self.mixer in MIXERS, f"mixer must be one of {MIXERS}, got {self.mixer!r}")
         need(self.lact_order in ORDERS, f"lact_order must be one of {ORDERS}, got {self.lact_order!r}")
         need(
@@ -309,14 +334,17 @@ class LaCTAudioConfig(PreTrainedConfig):
         )
         need(self.attention_head_dim % 2 == 0, f"attention head dim ({self.attention_head_dim}) must be even for RoPE")
         need(
-            self.lact_hidden_multiplier > 0 and self.lact_hidden_dim >= 1,
+            _is_real(self.lact_hidden_multiplier) and self.lact_hidden_multiplier > 0 and self.lact_hidden_dim >= 1,
             f"lact_hidden_multiplier must be > 0, got {self.lact_hidden_multiplier!r}",
         )
         need(
-            isinstance(self.muon_steps, int) and self.muon_steps >= 0,
+            _is_int(self.muon_steps) and self.muon_steps >= 0,
             f"muon_steps must be an int >= 0, got {self.muon_steps!r}",
         )
-        need(self.base_lr > 0, f"base_lr must be > 0 (it is the softplus offset of the rates), got {self.base_lr!r}")
+        need(
+            _is_real(self.base_lr) and self.base_lr > 0,
+            f"base_lr must be > 0 (it is the softplus offset of the rates), got {self.base_lr!r}",
+        )
         if self.window_size is None:
             need(
                 self.mixer == "attention",
@@ -346,7 +374,7 @@ class LaCTAudioConfig(PreTrainedConfig):
             )
         for name in ("hidden_dropout", "attention_dropout") + (("final_dropout",) if self.task == "ctc" else ()):
             value = getattr(self, name)
-            need(0.0 <= value < 1.0, f"{name} must lie in [0, 1), got {value!r}")
+            need(_is_real(value) and 0.0 <= value < 1.0, f"{name} must lie in [0, 1), got {value!r}")
         if self.task == "ctc":
             self._validate_ctc(need)
         else:

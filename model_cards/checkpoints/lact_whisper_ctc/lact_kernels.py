@@ -61,6 +61,8 @@ class FastWeightState:
         pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
         seen: number of tokens the stream has consumed (padding positions included), which fixes
             where chunk boundaries fall.
+        chunk_size: the chunk size of the stream (set by the op's first call; None before it): a
+            later call with another one is an error, since the chunk boundaries would move.
         stacked: ``[B*H, 3*Dh, D]`` or None: the op's working layout (w0; w2; w1^T) of which w0, w1,
             w2 are views, kept so that the next call of a stream need not copy them into it again.
             Only the op sets it; every transformation of the state drops it.
@@ -80,6 +82,7 @@ class FastWeightState:
     m2: Optional[Tensor] = None
     pending: Optional[PendingChunk] = None
     seen: int = 0
+    chunk_size: Optional[int] = None
     stacked: Optional[Tensor] = field(default=None, repr=False)
 
     @classmethod
@@ -101,6 +104,10 @@ class FastWeightState:
             if not w.is_floating_point():
                 raise ValueError(f"FastWeightState.from_weights: {name} must be floating point, got {w.dtype}")
         B, H, Dh, D = w0.shape
+        if min(B, H, Dh, D) < 1:
+            raise ValueError(
+                f"FastWeightState.from_weights: w0 [B, H, Dh, D] needs every size >= 1, got {(B, H, Dh, D)}"
+            )
         if w2.shape != w0.shape:
             raise ValueError(
                 f"FastWeightState.from_weights: w2 must have the shape of w0 [B, H, Dh, D] = "
@@ -173,7 +180,7 @@ class FastWeightState:
     def reset_stream(self) -> FastWeightState:
         """Keep the adapted weights but start a new stream: chunk positions restart at 0 and the
         pending tokens of the old stream are dropped (they belong to another utterance)."""
-        return replace(self, pending=None, seen=0)
+        return replace(self, pending=None, seen=0, chunk_size=None)
 
 
 # ---- kernels/newton_schulz.py ----
@@ -371,6 +378,8 @@ def check_lact_inputs(
         if not t.is_floating_point():
             raise ValueError(f"lact_swiglu: {name} must be floating point, got {t.dtype}")
     B, T, H, D = q.shape
+    if min(B, H, D) < 1:
+        raise ValueError(f"lact_swiglu: q, k, v need B, H, D >= 1 (T may be 0), got [B, T, H, D] = {tuple(q.shape)}")
     for name, t in (("k", k), ("v", v)):
         if t.shape != q.shape:
             raise ValueError(f"lact_swiglu: {name} must have the shape of q {tuple(q.shape)}, got {tuple(t.shape)}")
@@ -382,21 +391,40 @@ def check_lact_inputs(
     if not isinstance(lr, Tensor) or lr.shape != (B, T, H, 3):
         got = tuple(lr.shape) if isinstance(lr, Tensor) else type(lr).__name__
         raise ValueError(f"lact_swiglu: lr must be [B, T, H, 3] = {(B, T, H, 3)} (rates for w0, w1, w2), got {got}")
+    if not lr.is_floating_point():
+        raise ValueError(f"lact_swiglu: lr must be floating point (softplus of a projection), got {lr.dtype}")
     if momentum is not None:
         if not isinstance(momentum, Tensor) or momentum.shape != (B, T, H):
             got = tuple(momentum.shape) if isinstance(momentum, Tensor) else type(momentum).__name__
             raise ValueError(f"lact_swiglu: momentum must be None or [B, T, H] = {(B, T, H)}, got {got}")
+        if not momentum.is_floating_point():
+            raise ValueError(f"lact_swiglu: momentum must be floating point in [0, 1), got {momentum.dtype}")
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.shape != (B, T):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(f"lact_swiglu: mask must be None or a bool tensor [B, T] = {(B, T)}, got {got}")
         if mask.dtype != torch.bool:
             raise ValueError(f"lact_swiglu: mask must be bool (True = real token, False = padding), got {mask.dtype}")
+    inputs = {"q": q, "k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}
+    for name, t in inputs.items():
+        if t is not None and t.device != state.w0.device:
+            raise ValueError(
+                f"lact_swiglu: {name} is on {t.device} but the state is on {state.w0.device}; move the state "
+                "with state.to(device) (or the inputs) so that all are on one device"
+            )
+    if state.chunk_size is not None and state.chunk_size != chunk_size:
+        raise ValueError(
+            f"lact_swiglu: this stream was started with chunk_size={state.chunk_size}, got {chunk_size}: chunk "
+            "boundaries would move in the middle of the stream; keep the chunk size, or start a new stream "
+            "with state.reset_stream()"
+        )
     if state.pending is not None and order != "apply_update":
         raise ValueError(
             f"lact_swiglu: the state holds {state.pending.length} tokens of an unfinished apply_update chunk; "
             f"continue it with order='apply_update' (got {order!r}) or call state.reset_stream()"
         )
+    if value_checks_enabled():
+        _check_state_finite(state, "the incoming state", "a previous call diverged or the state was corrupted")
     if T == 0:
         return
     # One float32 sum over all four inputs is finite exactly when they all are (short of overflow):
@@ -413,6 +441,29 @@ def check_lact_inputs(
         low, high = torch.aminmax(momentum)
         if bool(low < 0) or bool(high >= 1):
             raise ValueError("lact_swiglu: momentum must lie in [0, 1) (use a sigmoid to produce it)")
+
+
+def _check_state_finite(state: FastWeightState, what: str, cause: str) -> None:
+    tensors = [state.w0, state.w1, state.w2] + [m for m in (state.m0, state.m1, state.m2) if m is not None]
+    if not bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in tensors]).sum())):
+        names = [n for n in ("w0", "w1", "w2", "m0", "m1", "m2") if getattr(state, n) is not None]
+        bad = [n for n in names if not bool(torch.isfinite(getattr(state, n)).all())]
+        if bad:
+            raise ValueError(f"lact_swiglu: {what} holds NaN or Inf in {', '.join(bad)} ({cause})")
+
+
+def check_lact_output(o: Tensor, state: FastWeightState, k: Tensor, lr: Tensor) -> None:
+    """With value checks on (:func:`value_checks_enabled`), raise ``ValueError`` naming the cause when a call
+    of ``lact_swiglu`` produced a non-finite state or output from finite inputs (one host sync)."""
+    if not value_checks_enabled() or k.shape[1] == 0:
+        return
+    cause = (
+        f"the update overflowed: largest |k| {float(k.detach().abs().max()):.3g}, largest lr "
+        f"{float(lr.detach().max()):.3g}; normalise q and k, or lower the rates (base_lr)"
+    )
+    _check_state_finite(state, "the updated state", cause)
+    if not bool(torch.isfinite(o.sum(dtype=torch.float32))) and not bool(torch.isfinite(o).all()):
+        raise ValueError(f"lact_swiglu: the output holds NaN or Inf ({cause})")
 
 
 def chunk_spans(start: int, length: int, chunk_size: int) -> list:
@@ -576,7 +627,7 @@ def lact_swiglu(
         return q.new_zeros(B, 0, H, D), state
     if not torch.is_autocast_enabled(q.device.type):
         q, k, v = (t.to(state.dtype) for t in (q, k, v))
-    lr = lr.to(torch.promote_types(lr.dtype, torch.float32))
+    lr = lr.to(state.dtype)  # the rates scale state-dtype gradients (float32, or float64 for gradcheck)
 
     pend = state.pending
     n_p = 0 if pend is None else pend.length
@@ -714,6 +765,8 @@ def lact_swiglu(
         m2=m2,
         pending=new_pending,
         seen=state.seen + T,
+        chunk_size=chunk_size,
         stacked=W,
     )
+    check_lact_output(o, new_state, k, lr)
     return o, new_state
