@@ -238,9 +238,8 @@ class Transcriber:
         # Whisper's own generate() expects its BPE vocabulary's task/language/timestamp tokens; a character
         # model has none, so it decodes through the generic GenerationMixin loop (same greedy search, KV cache).
         ids = GenerationMixin.generate(self.model, input_features=batch["input_features"], generation_config=generation)
-        out = []
+        out, characters = [], len(tokenizer)  # the decoder's own tokens (start, end) lie past the characters
         for row in ids[:, 1:].tolist():  # drop the decoder start token; cut at the end of text
             row = row[: row.index(config.eos_token_id)] if config.eos_token_id in row else row
-            # the decoder's own tokens (start, end) lie past the character vocabulary: they are not text
-            out.append(tokenizer.decode([i for i in row if i < len(tokenizer)], group_tokens=False))
+            out.append(tokenizer.decode([i for i in row if i < characters], group_tokens=False))
         return out
