@@ -25,9 +25,15 @@ def parse_args(argv=None):
     parser.add_argument("--cache", default="cache/whisper_tiny_en_states")
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--splits", nargs="+", default=SPLITS)
-    parser.add_argument("--rows", type=int, default=200, help="rows per split the cache was built with")
+    parser.add_argument("--rows", type=int, default=200, help="rows per test split (a fixed random subset)")
+    parser.add_argument(
+        "--validation-rows", type=int, default=300, help="validation rows the LM weights are tuned on"
+    )
     parser.add_argument("--lm", default=None, help="language_model folder (build_language_model)")
-    parser.add_argument("--whisper", default=DEFAULT_WHISPER, help="Whisper folder for zero-shot; 'none' to skip")
+    parser.add_argument(
+        "--whisper", default=DEFAULT_WHISPER, help="Whisper folder: the encoder of the cache and the zero-shot system"
+    )
+    parser.add_argument("--no-zero-shot", action="store_true", help="skip Whisper's own decoder")
     parser.add_argument("--whisper-beams", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--reference", default=None, help="system the paired p-values compare against")
     parser.add_argument("--output", default="eval/results/recogniser")
@@ -49,7 +55,9 @@ def main(argv=None) -> dict:
         args.rows,
         args.output,
         lm_folder=args.lm,
-        whisper_folder=None if args.whisper == "none" else args.whisper,
+        whisper_folder=None if args.no_zero_shot else args.whisper,
+        encoder_folder=args.whisper,
+        validation_rows=args.validation_rows,
         whisper_beams=tuple(args.whisper_beams),
         reference=args.reference,
         score_fn=wer_cer,

@@ -19,7 +19,19 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from ..data import SAMPLING_RATE, load_split, read_audio
 
-KEPT_COLUMNS = ("uid", "text", "speaker", "condition", "snr_db", "domain", "engine", "accent", "duration")
+KEPT_COLUMNS = (
+    "uid",
+    "text",
+    "speaker",
+    "condition",
+    "snr_db",
+    "domain",
+    "engine",
+    "accent",
+    "duration",
+    "session_id",
+    "utterance_index",
+)
 
 
 def encoder_output_lengths(mel_frames):

@@ -153,14 +153,18 @@ def evaluate_recognisers(
     reference: str | None = None,
     score_fn=None,
     command: str | None = None,
+    encoder_folder: str | None = None,
+    validation_rows: int = 300,
 ) -> dict:
     """Every head and Whisper zero-shot on the same ``rows`` utterances of each split; writes ``output``.
 
     Args:
         heads: system name -> head folder (``save_recogniser``); each is scored greedy and, with
             ``lm_folder``, with LM beam search whose weights are tuned on the cached validation split.
-        cache: the encoder-state cache (``encoder_cache.cache_split`` output) holding ``splits`` and
-            ``validation``, built with ``rows`` rows per split.
+        cache: the encoder-state cache folder (``encoder_cache.cache_split``): ``splits`` with ``rows``
+            rows each and ``validation`` with ``validation_rows`` (the rows the heads were tuned on).
+            A split missing there is encoded first when ``encoder_folder`` is given; else it is an error.
+        encoder_folder: the transformers Whisper folder whose encoder built (or builds) the cache.
         corpus: the corpus the cache came from (Whisper zero-shot reads its audio).
         whisper_folder, whisper_beams: Whisper zero-shot systems (``num_beams`` each); None: none.
         reference: the system the paired p-values compare every other system with.
@@ -170,12 +174,28 @@ def evaluate_recognisers(
     """
     from ..data import SAMPLING_RATE, load_split, read_audio
     from ..processors import LaCTCTCTokenizer
-    from .encoder_cache import encode_waveforms, load_whisper_encoder
+    from .encoder_cache import cache_split, encode_waveforms, load_whisper_encoder
     from .report import plot, render_report
     from .training import add_labels
 
+    cached = {}
+
     def load_cached(split):
-        return datasets.load_from_disk(str(Path(cache) / split))
+        if split not in cached:
+            max_rows = validation_rows if split == "validation" else rows
+            if encoder_folder is not None:
+                encoder, extractor = load_whisper_encoder(encoder_folder)
+                cached[split] = cache_split(
+                    corpus, split, cache, encoder, extractor, max_rows, encoder_id=Path(encoder_folder).name
+                )
+            elif (Path(cache) / split).exists():
+                cached[split] = datasets.load_from_disk(str(Path(cache) / split))
+            else:
+                raise FileNotFoundError(
+                    f"no encoder-state cache of {split!r} in {cache}: pass the Whisper folder it is built with "
+                    "(--whisper in eval/recogniser_eval.py) so it is encoded first"
+                )
+        return cached[split]
 
     output = Path(output)
     results = {

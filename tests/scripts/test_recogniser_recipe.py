@@ -65,18 +65,17 @@ def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
     assert again["history"] == log["history"]
     train.main([*common, "--model", "bilstm", "--output", str(tmp_path / "bilstm"), "--validation-rows", "4"])
 
-    from modeling_lact_audio.recogniser.encoder_cache import cache_split, load_whisper_encoder
-
-    cache_split(str(corpus), "test_seen", str(cache), *load_whisper_encoder(str(whisper)), max_rows=4,
-                encoder_id="whisper")
+    assert not (cache / "test_seen").exists()  # the evaluation encodes the test split it needs
     lm = _script(ROOT / "run_scripts" / "build_language_model.py")
     lm_folder = lm.main(["--corpus", str(corpus), "--vocab-from", str(out / "best"), "--output", str(tmp_path)])
     evaluate = _script(ROOT / "eval" / "recogniser_eval.py")
     results = evaluate.main([
         "--head", f"lact={out / 'best'}", "--head", f"bilstm={tmp_path / 'bilstm' / 'best'}", "--cache", str(cache),
         "--corpus", str(corpus), "--splits", "test_seen", "--rows", "4", "--lm", str(lm_folder),
-        "--whisper", "none", "--reference", "lact", "--output", str(tmp_path / "eval"),
+        "--validation-rows", "4", "--whisper", str(whisper), "--no-zero-shot", "--reference", "lact",
+        "--output", str(tmp_path / "eval"),
     ])
+    assert json.loads((cache / "test_seen" / "cache_info.json").read_text())["max_rows"] == 4
     assert set(results["systems"]) == {"lact", "lact + LM", "bilstm", "bilstm + LM"}
     for system in results["systems"].values():
         entry = system["splits"]["test_seen"]
