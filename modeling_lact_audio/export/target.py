@@ -38,5 +38,11 @@ def claim_target(target: Path, overwrite: bool = False, record: str = EXPORT_REC
 
 def write_export_record(target: Path, **fields) -> None:
     """Write ``target/lact_export.json`` (what made the folder and from what), the mark :func:`claim_target`
-    looks for."""
-    (Path(target) / EXPORT_RECORD).write_text(json.dumps({"written_by": "lact-audio", **fields}, indent=1) + "\n")
+    looks for, with ``weights_sha256``: the sha256 of every ``*.safetensors`` file in ``target``, which the
+    models' ``from_pretrained`` verifies. Call it after the weights are written."""
+    from ..modeling_lact_audio import file_sha256
+
+    target = Path(target)
+    sums = {p.name: file_sha256(p) for p in sorted(target.glob("*.safetensors"))}
+    record = {"written_by": "lact-audio", **fields, "weights_sha256": sums}
+    (target / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n")

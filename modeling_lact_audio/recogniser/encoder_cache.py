@@ -3,6 +3,8 @@
 A training step of the recogniser then costs only the layers on top of the encoder. The cache of one
 split is a ``datasets.Dataset`` saved with ``save_to_disk``: the split's metadata columns plus
 ``states`` (float16 ``[T', d_model]``, the encoder frames of the real audio only, 50 per second).
+A session split (one long recording per row) can instead be cached one row per utterance segment
+(:func:`cache_session_segments`), so that a session is evaluated utterance by utterance with a carried state.
 """
 
 import json
@@ -121,6 +123,147 @@ def cache_split(
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:  # a fresh builder cache: never a stale one
         dataset = datasets.Dataset.from_generator(batches, features=features, cache_dir=scratch)
+        dataset.save_to_disk(str(target))
+    info_file.write_text(json.dumps(info, indent=1))
+    return datasets.load_from_disk(str(target))
+
+
+SESSION_COLUMNS = ("uid", "audio", "segment_starts", "segment_ends", "segment_texts")
+
+
+def _check_segments(sessions: datasets.Dataset) -> None:
+    """Refuse, before anything is encoded, a session whose segment lists disagree in length or whose segment
+    is empty or lies outside the recording (by the ``duration`` column, when the split has one)."""
+    columns = ["uid", "segment_starts", "segment_ends", "segment_texts"]
+    columns += ["duration"] if "duration" in sessions.column_names else []
+    for row in sessions.select_columns(columns):
+        starts, ends, texts = row["segment_starts"], row["segment_ends"], row["segment_texts"]
+        if not len(starts) == len(ends) == len(texts):
+            raise ValueError(
+                f"session {row['uid']!r}: segment_starts, segment_ends and segment_texts must have one entry per "
+                f"segment, got {len(starts)}, {len(ends)}, {len(texts)}"
+            )
+        duration = row.get("duration")
+        for k, (start, end) in enumerate(zip(starts, ends)):
+            if not (0 <= start < end and (duration is None or end <= duration + 1 / SAMPLING_RATE)):
+                raise ValueError(
+                    f"session {row['uid']!r}, segment {k}: [{start}, {end}] s is not a segment of the {duration} s "
+                    "recording (a segment needs 0 <= start < end <= duration)"
+                )
+
+
+def _segment_bounds(row: dict, n_samples: int) -> list[tuple[int, int]]:
+    """Sample ranges ``[a, b)`` of a session row's segments (seconds rounded to samples, clipped to the audio)."""
+    bounds = []
+    for k, (start, end) in enumerate(zip(row["segment_starts"], row["segment_ends"])):
+        a, b = max(0, round(start * SAMPLING_RATE)), min(n_samples, round(end * SAMPLING_RATE))
+        if not b > a:
+            raise ValueError(
+                f"session {row['uid']!r}, segment {k}: [{start}, {end}] s holds no audio of the "
+                f"{n_samples / SAMPLING_RATE:.3f} s recording (its duration column is wrong)"
+            )
+        bounds.append((a, b))
+    return bounds
+
+
+def cache_session_segments(
+    corpus: str,
+    split: str,
+    output: str,
+    encoder: WhisperEncoder,
+    feature_extractor: WhisperFeatureExtractor,
+    max_sessions: int | None = None,
+    batch_size: int = 8,
+    encoder_id: str = "",
+) -> datasets.Dataset:
+    """Encode a session split one utterance segment at a time and save it to ``output/split``.
+
+    Each session row (a long recording with ``segment_starts``, ``segment_ends`` in seconds and
+    ``segment_texts``) becomes one row per segment: its audio cut at ``[start, end)`` and encoded alone
+    (:func:`encode_waveforms`), so the rows read like an utterance split's cache and a session can be
+    replayed utterance by utterance with a carried ``LaCTCache``. Rows come in session order (the split's,
+    or the fixed random subset's), then segment order.
+
+    Columns: ``uid`` (``"{session uid}/{k}"``), ``text`` (the segment's), ``duration`` (the segment's, s),
+    ``session_id`` (the session's ``uid``), ``utterance_index`` (``k``), the session's ``speaker``,
+    ``condition``, ``snr_db``, ``domain``, ``engine``, ``accent`` (those the split has) and ``states``
+    (float16 ``[T'_k, d_model]``).
+
+    Args:
+        corpus, split: passed to :func:`modeling_lact_audio.data.load_split` (e.g. ``"sessions_test_seen"``).
+        output: the cache folder; ``output/split/cache_info.json`` records what produced it, with
+            ``"segments": true``, so neither this cache nor a :func:`cache_split` cache of the same split
+            (one row per whole recording) is ever reused for the other.
+        max_sessions: a fixed random subset of sessions (seed 0), as ``max_rows`` of :func:`cache_split`.
+        encoder, feature_extractor: from :func:`load_whisper_encoder`.
+        batch_size: segments per encoder call.
+        encoder_id: a name of the encoder recorded in ``cache_info.json``.
+
+    Returns:
+        the saved dataset (a complete cache already there with the same ``cache_info.json`` is reused).
+
+    Raises:
+        ValueError: the split lacks a session column (``uid``, ``audio``, ``segment_*``), or a session's
+            segment lists disagree in length or a segment lies outside its recording.
+    """
+    target = Path(output) / split
+    info = {
+        "corpus": str(Path(corpus).resolve()),
+        "split": split,
+        "max_sessions": max_sessions,
+        "encoder": encoder_id,
+        "segments": True,
+    }
+    info_file = target / "cache_info.json"
+    if info_file.exists() and json.loads(info_file.read_text()) == info:
+        return datasets.load_from_disk(str(target))
+    rows = load_split(corpus, split, max_rows=max_sessions, shuffle_seed=0 if max_sessions else None)
+    missing = [c for c in SESSION_COLUMNS if c not in rows.column_names]
+    if missing:
+        raise ValueError(
+            f"split {split!r} of {corpus!r} is not a session split: it lacks {missing} (session splits are the "
+            "sessions_* ones; cache utterance splits with cache_split)"
+        )
+    _check_segments(rows)
+    derived = ("uid", "text", "duration", "session_id", "utterance_index")
+    copied = [c for c in KEPT_COLUMNS if c not in derived and c in rows.column_names]
+    d_model = encoder.config.d_model
+    features = datasets.Features(
+        {
+            "uid": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            **{c: rows.features[c] for c in copied},
+            "duration": datasets.Value("float64"),
+            "session_id": datasets.Value("string"),
+            "utterance_index": datasets.Value("int32"),
+            "states": datasets.Array2D(shape=(None, d_model), dtype="float16"),
+        }
+    )
+    sessions = rows.select_columns(list(SESSION_COLUMNS) + copied)
+
+    def segments():
+        for index in tqdm(range(len(sessions)), desc=f"encoding {split} segments"):
+            row = sessions[index]
+            audio = read_audio(row["audio"])
+            bounds = _segment_bounds(row, len(audio))
+            for first in range(0, len(bounds), batch_size):
+                batch = bounds[first : first + batch_size]
+                states = encode_waveforms(encoder, feature_extractor, [audio[a:b] for a, b in batch])
+                for k, (a, b), s in zip(range(first, first + len(batch)), batch, states):
+                    yield {
+                        "uid": f"{row['uid']}/{k}",
+                        "text": row["segment_texts"][k],
+                        **{c: row[c] for c in copied},
+                        "duration": (b - a) / SAMPLING_RATE,
+                        "session_id": row["uid"],
+                        "utterance_index": k,
+                        "states": s.astype(np.float16),
+                    }
+
+    target.mkdir(parents=True, exist_ok=True)
+    info_file.unlink(missing_ok=True)  # an interrupted run must not leave an old record over new rows
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:  # a fresh builder cache: never a stale one
+        dataset = datasets.Dataset.from_generator(segments, features=features, cache_dir=scratch)
         dataset.save_to_disk(str(target))
     info_file.write_text(json.dumps(info, indent=1))
     return datasets.load_from_disk(str(target))

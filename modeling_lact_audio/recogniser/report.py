@@ -92,7 +92,12 @@ def markdown_tables(results: dict) -> str:
         for name, system in results["systems"].items():
             if name == reference:
                 continue
-            cells = [f"{system['splits'][s]['p_vs_reference']:.3g}" if s in system["splits"] else "-" for s in splits]
+            cells = [
+                f"{system['splits'][s]['p_vs_reference']:.3g}"
+                if "p_vs_reference" in system["splits"].get(s, {})
+                else "-"
+                for s in splits
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [

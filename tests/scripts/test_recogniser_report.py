@@ -64,3 +64,23 @@ def test_model_card_carries_the_measured_numbers_and_the_commands():
     assert "LM weight\n0.5, word bonus 1.0" in card and "--lact-chunk-size 128" in card
     assert "| test_seen | WER interval below Whisper's | 0.0 [0.0, 0.0]" in card
     assert "python eval/recogniser_eval.py --head lact=x" in card
+
+
+def test_p_value_table_uses_the_stored_reference_and_marks_missing_values():
+    from modeling_lact_audio import LaCTAudioConfig
+    from modeling_lact_audio.recogniser.model_card import render_model_card
+
+    results = _results("the cat sat on the mat", "a dog sat on a rug")
+    results["reference_system"] = "lact + LM"
+    whisper = results["systems"]["whisper tiny.en zero-shot (greedy)"]["splits"]
+    for split in results["splits"][:-1]:  # one split without a p-value: shown as "-"
+        whisper[split]["p_vs_reference"] = 0.0123
+    report = render_report(results)
+    assert "WER: lact + LM against each system" in report
+    assert "| whisper tiny.en zero-shot (greedy) | 0.0123 | 0.0123 | 0.0123 | - |" in report
+    config = LaCTAudioConfig(
+        frontend="whisper_encoder",
+        whisper_config={"d_model": 384, "encoder_layers": 4, "max_source_positions": 1500, "num_mel_bins": 80},
+    )
+    card = render_model_card(results, {"args": {}}, config, "lact", "lact_whisper_ctc")
+    assert "| whisper tiny.en zero-shot (greedy) | 0.0123 | 0.0123 | 0.0123 | - |" in card

@@ -1,5 +1,8 @@
 """lact-audio models: the LaCT backbone, the CTC ASR model and the audio-token language model."""
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +66,17 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
             init.kaiming_normal_(module.conv.weight)
             init.zeros_(module.conv.bias)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, then two checks that turn corrupt weights into errors:
+        a local folder's weight files must match the sha256 sums of its export record (when present), and
+        every loaded parameter and buffer must be finite."""
+        if pretrained_model_name_or_path is not None and os.path.isdir(str(pretrained_model_name_or_path)):
+            verify_weights_checksums(pretrained_model_name_or_path)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        check_finite_weights(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
+
     def _get_feat_extract_output_lengths(self, input_lengths):
         """Model frames for ``input_lengths`` input positions (int or LongTensor ``[B]``)."""
         if self.config.task == "lm":
@@ -70,6 +84,59 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
         if self.config.frontend == "whisper_encoder":
             return whisper_output_lengths(input_lengths)
         return conv_output_lengths(input_lengths, self.config.conv_strides)
+
+
+EXPORT_RECORD = "lact_export.json"
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file's bytes, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights_checksums(folder) -> None:
+    """Compare a local folder's weight files with the sha256 sums its export record lists, if it has one.
+
+    ``folder/lact_export.json`` (written by the lact-audio exporters) may hold ``weights_sha256``:
+    ``{file name: hex sha256}``. A folder without the record or the field (a plain ``save_pretrained``
+    folder, a Hub id) is not checked. Raises ``ValueError`` naming the file whose bytes changed.
+    """
+    record = os.path.join(str(folder), EXPORT_RECORD)
+    if not os.path.isfile(record):
+        return
+    with open(record) as f:
+        sums = json.load(f).get("weights_sha256") or {}
+    for name, want in sums.items():
+        path = os.path.join(str(folder), name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: {EXPORT_RECORD} lists it; re-download or re-export the folder")
+        got = file_sha256(path)
+        if got != want:
+            raise ValueError(
+                f"{path} is corrupt or was changed after export: its sha256 is {got}, {EXPORT_RECORD} records "
+                f"{want}. Re-download or re-export the folder (a deliberately edited file: remove its entry from "
+                f"weights_sha256 in {EXPORT_RECORD})."
+            )
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Raise ``ValueError`` naming every parameter or buffer holding NaN or infinity (loaded weights that
+    are corrupt would otherwise give NaN logits and empty transcripts). Tensors on the meta device are skipped."""
+    bad = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(
+            f"the loaded weights hold NaN or infinite values in {shown}: the weights file is corrupt. "
+            "Re-download or re-export the checkpoint."
+        )
 
 
 def _as_bool_mask(mask):
@@ -160,6 +227,17 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         whisper_features = given[0] == "input_features" and self.config.frontend == "whisper_encoder"
         time_axis = 2 if whisper_features else 1
         n_inputs = inputs.shape[time_axis]
+        if inputs.shape[0] == 0 or n_inputs == 0:
+            raise ValueError(
+                f"{given[0]} is empty (batch {inputs.shape[0]}, {n_inputs} time steps): pass at least one time step "
+                "of at least one example"
+            )
+        if cache is not None and cache.batch_size not in (-1, inputs.shape[0]):
+            raise ValueError(
+                f"past_key_values holds streams of a batch of {cache.batch_size}, but {given[0]} has a batch of "
+                f"{inputs.shape[0]}: keep one LaCTCache per batch of streams (change a cache's batch with "
+                "batch_select_indices or batch_repeat_interleave)"
+            )
         if in_mask is not None and in_mask.shape != (inputs.shape[0], n_inputs):
             raise ValueError(
                 f"attention_mask must be [B, T] = {(inputs.shape[0], n_inputs)}, got {tuple(in_mask.shape)}"
@@ -351,6 +429,11 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
         """
         if value_checks_enabled() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"labels must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}")
+        if labels.dim() != 2 or labels.shape[0] != logits.shape[0]:
+            raise ValueError(
+                f"labels must be [B={logits.shape[0]}, S] (one row of ids per input, -100 = padding), "
+                f"got {tuple(labels.shape)}"
+            )
         labels_mask = labels >= 0
         target_lengths = labels_mask.sum(-1)
         targets = labels.masked_select(labels_mask)
@@ -469,6 +552,11 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         logits = torch.stack([head(hidden) for head in self.lm_heads], dim=1).reshape(BK, T, V)
         loss = None
         if labels is not None:
+            if labels.shape != input_ids.shape:
+                raise ValueError(
+                    f"labels must have input_ids' shape {tuple(input_ids.shape)} (-100 = ignored), got "
+                    f"{tuple(labels.shape)}"
+                )
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=V)
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
