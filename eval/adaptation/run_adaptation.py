@@ -8,8 +8,8 @@ Subcommands (one protocol each, or ``all``): ``speaker`` (k previous utterances 
 the reset baseline, and the state carried from the stream's start), ``noise`` and ``domain`` (the same
 over sessions of one noise condition / domain), ``conversation`` (interleaved speakers), ``failure`` (a
 speaker change), ``presets`` (a saved state per domain or noise condition), ``gradient`` (SUTA and
-supervised fine-tuning on the same utterances, timed on one CPU thread) and ``evolution`` (how far the
-fast weights move). Only heads with LaCT fast weights carry a state; the others get the reset, SUTA and
+supervised fine-tuning on the same utterances, timed on one CPU thread), ``evolution`` (how far the
+fast weights move) and ``reliance`` (the LaCT branch's output scaled by 1, 0.5, 0: is it used at all). Only heads with LaCT fast weights carry a state; the others get the reset, SUTA and
 fine-tuning baselines.
 
 Writes ``results.json`` (every number, per-utterance error counts, the command lines), ``REPORT.md`` and

@@ -17,10 +17,21 @@ from ..recogniser.evaluation import GROUP_COLUMNS, decode_with_lm, load_head, wr
 from ..recogniser.training import greedy_texts
 from .gradient_protocols import gradient_baselines
 from .protocols import conversation, evolution, k_context, presets, speaker_change
+from .reliance import branch_reliance
 from .statistics import score_protocol
 from .streams import build_conversations, build_streams, carries_state, speaker_change_pairs
 
-PROTOCOLS = ("speaker", "noise", "domain", "conversation", "failure", "presets", "gradient", "evolution")
+PROTOCOLS = (
+    "speaker",
+    "noise",
+    "domain",
+    "conversation",
+    "failure",
+    "presets",
+    "gradient",
+    "evolution",
+    "reliance",
+)
 DEFAULT_SPLITS = {
     "speaker": ["test_unseen_speakers", "test_real"],
     "noise": ["test_noise"],
@@ -30,9 +41,10 @@ DEFAULT_SPLITS = {
     "presets": ["test_domain", "test_noise"],
     "gradient": ["test_unseen_speakers"],
     "evolution": ["test_unseen_speakers", "test_noise", "test_domain"],
+    "reliance": ["test_unseen_speakers", "test_real"],
 }
 # Protocols only a head with fast weights to carry can run; the others give every head its reset baseline.
-CARRY_ONLY = ("conversation", "failure", "presets", "evolution")
+CARRY_ONLY = ("conversation", "failure", "presets", "evolution", "reliance")
 
 
 @dataclass
@@ -143,6 +155,8 @@ def run_protocol(
         count = min(s.evolution_streams, s.max_streams or s.evolution_streams)
         streams = build_streams(data, key, session_length, count, s.max_utterances, s.seed)
         trace, result = evolution(head, data, streams, "speaker" if key == ("session_id",) else key)
+    elif protocol == "reliance":
+        result = branch_reliance(head, data, build_streams(data, "session_id", **common))
     else:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     scored = score_protocol(result, system["decode"])

@@ -26,6 +26,7 @@ TITLES = {
     "presets": "Presets: a state adapted on a group's first utterances, loaded for each new utterance",
     "gradient": "Gradient baselines on the same utterances (timed on one CPU thread)",
     "evolution": "Fast-weight evolution over a stream, carried vs reset",
+    "reliance": "Is the fast-weight branch used at all? The LaCT branch's output scaled (x1: the trained model)",
 }
 
 
@@ -451,7 +452,7 @@ def plot(results: dict, folder) -> list[Path]:
     written += _position_plot(results, "failure", folder, plt, "utterance of speaker B after the change")
     written += _position_plot(results, "evolution", folder, plt, "position in stream")
     written += _fast_weight_plot(results, folder, plt)
-    for protocol in ("conversation", "presets", "gradient"):
+    for protocol in ("conversation", "presets", "gradient", "reliance"):
         written += _conditions_plot(results, protocol, folder, plt)
     written += _gain_vs_time_plot(results, folder, plt)
     return written

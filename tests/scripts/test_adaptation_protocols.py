@@ -200,6 +200,37 @@ def test_a_head_without_fast_weights_gets_the_reset_baseline_only(bilstm, split)
         conversation(bilstm, split, [])
 
 
+def test_branch_reliance_scales_only_the_lact_branch_and_restores_it(lact, split):
+    from modeling_lact_audio.adaptation.reliance import branch_reliance, scaled_lact_branch
+    from modeling_lact_audio.mixer_lact_audio import LaCTAudioMixer
+
+    streams = build_streams(split, max_streams=2)
+    result = branch_reliance(lact, split, streams, scales=(0.0, 1.0))
+    assert result.baseline == "lact branch x1" and set(result.conditions) == {"lact branch x1", "lact branch x0"}
+    reset = k_context(lact, split, streams, ks=(0,))
+    for uid, done in result.conditions["lact branch x1"].items():
+        torch.testing.assert_close(done.log_probs, reset.conditions["k=0"][uid].log_probs)
+    # x0 is the model with the LaCT branch's output removed by hand
+    mixers = [m for m in lact.modules() if isinstance(m, LaCTAudioMixer)]
+    originals = [m._lact for m in mixers]
+    for m, lact_fn in zip(mixers, originals):
+        m._lact = lambda *a, f=lact_fn, **k: (f(*a, **k)[0] * 0, f(*a, **k)[1])
+    try:
+        removed = k_context(lact, split, streams, ks=(0,))
+    finally:
+        for m in mixers:
+            del m._lact
+    for uid, done in result.conditions["lact branch x0"].items():
+        torch.testing.assert_close(done.log_probs, removed.conditions["k=0"][uid].log_probs)
+        assert (done.log_probs - reset.conditions["k=0"][uid].log_probs).abs().max() > 1e-4
+    assert all(m.lact_output_scale == 1.0 for m in mixers)
+    with pytest.raises(RuntimeError), scaled_lact_branch(lact, 0.0):
+        raise RuntimeError
+    assert all(m.lact_output_scale == 1.0 for m in mixers)
+    with pytest.raises(ValueError, match="must include 1.0"):
+        branch_reliance(lact, split, streams, scales=(0.0,))
+
+
 def test_conversations_per_speaker_states_equal_separate_carries(lact, split):
     streams = build_streams(split)
     conversations = build_conversations(streams, turns_per_speaker=3, speakers=(2, 2), seed=1)
@@ -347,7 +378,7 @@ def test_the_command_line_writes_every_protocol_and_keeps_them_on_a_rerun(lact, 
     ]  # fmt: skip
     results = script.main(["all", *common])
     assert set(results["protocols"]) == {
-        "speaker", "noise", "domain", "conversation", "failure", "presets", "gradient", "evolution",
+        "speaker", "noise", "domain", "conversation", "failure", "presets", "gradient", "evolution", "reliance",
     }  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
     speaker = saved["protocols"]["speaker"]["heads"]

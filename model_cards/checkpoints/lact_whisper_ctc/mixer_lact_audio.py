@@ -30,12 +30,17 @@ class LaCTAudioMixer(nn.Module):
     ``ALL_ATTENTION_FUNCTIONS`` (SDPA on CPU).
     ``mixer="attention"`` / ``"sliding_window"``: the attention branch alone (baselines).
 
+    ``lact_output_scale`` (an attribute, 1.0; not saved): a diagnostic multiplier of the LaCT branch's output,
+    with which the adaptation report measures how much a trained model relies on its fast weights at all.
+
     forward: ``x [B, T, hidden]``, ``start`` (int: absolute index of the first frame; the frames are
     ``start .. start + T - 1``, a host int so that block bounds need no device sync), ``frame_mask [B, T]``
     bool or None, ``layer_cache`` or None, ``rotary`` (float32 ``cos, sin [T, head_dim]`` of
     ``rotary_cos_sin(positions, ...)``, shared by every layer; computed here when None)
     -> ``(out [B, T, hidden], new layer_cache or None)``.
     """
+
+    lact_output_scale: float = 1.0
 
     def __init__(self, config: LaCTAudioConfig, layer_idx: int):
         super().__init__()
@@ -232,7 +237,7 @@ class LaCTAudioMixer(nn.Module):
         out, new_cache = self._attention(q, k, v, start, frame_mask, layer_cache, rotary)
         if self.use_lact:
             lact_out, fast = self._lact(x, q, k, v, frame_mask, None if layer_cache is None else layer_cache.fast)
-            out = out + lact_out
+            out = out + (lact_out if self.lact_output_scale == 1.0 else lact_out * self.lact_output_scale)
             if new_cache is not None:
                 new_cache.fast = fast
         return self.o_proj(out), new_cache
