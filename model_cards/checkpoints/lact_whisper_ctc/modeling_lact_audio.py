@@ -1,6 +1,7 @@
 """lact-audio models: the LaCT backbone, the CTC ASR model and the audio-token language model."""
 
 import hashlib
+import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .cache_lact_audio import LaCTCache, LaCTLayerCache
 from .configuration_lact_audio import LaCTAudioConfig
@@ -70,9 +71,11 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """``PreTrainedModel.from_pretrained``, then two checks that turn corrupt weights into errors:
         a local folder's weight files must match the sha256 sums of its export record (when present), and
-        every loaded parameter and buffer must be finite."""
+        every loaded parameter and buffer must be finite. A local folder whose code copies differ from the
+        installed package's gets a warning (:func:`warn_if_folder_code_differs`)."""
         if pretrained_model_name_or_path is not None and os.path.isdir(str(pretrained_model_name_or_path)):
             verify_weights_checksums(pretrained_model_name_or_path)
+            warn_if_folder_code_differs(pretrained_model_name_or_path)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         check_finite_weights(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
@@ -86,7 +89,33 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
         return conv_output_lengths(input_lengths, self.config.conv_strides)
 
 
+logger = logging.get_logger(__name__)
+
 EXPORT_RECORD = "lact_export.json"
+
+
+def warn_if_folder_code_differs(folder) -> list:
+    """In the installed package: warn when a local folder ships modeling code copies that differ from this
+    package's code, and return their names (empty otherwise, and always empty inside a Hub folder's own code).
+
+    transformers prefers classes registered in the process (``import modeling_lact_audio`` registers them)
+    over a folder's ``auto_map`` code, even with ``trust_remote_code=True``, so an edited or outdated folder
+    would otherwise run the installed code without notice.
+    """
+    if __package__ != "modeling_lact_audio" or not os.path.isfile(os.path.join(str(folder), "lact_ops.py")):
+        return []
+    # importlib, not an import statement: transformers copies every relative import of a Hub folder's code.
+    checkpoint = importlib.import_module("modeling_lact_audio.export.checkpoint")
+    differing = [name for name in checkpoint.stale_generated_files(folder) if name.endswith(".py")]
+    if differing:
+        logger.warning(
+            f"{folder} ships modeling code that differs from the installed lact-audio ({', '.join(differing)}); the "
+            "installed code runs, because modeling_lact_audio is imported and transformers prefers registered "
+            "classes over a folder's code even with trust_remote_code=True. To run the folder's own code, load it "
+            "with trust_remote_code=True in a process that does not import modeling_lact_audio; to bring the "
+            "folder up to date, run `python run_scripts/export_checkpoint.py --refresh-code FOLDER`."
+        )
+    return differing
 
 
 def file_sha256(path) -> str:
