@@ -207,7 +207,7 @@ def run_adaptation(
     results.setdefault("protocols", {})
     results.setdefault("commands", {})
     systems = load_systems(heads, lm_folder)
-    loaded = {}
+    loaded, finished = {}, {}
     for protocol in protocols:
         entry = {
             "command": command,
@@ -231,8 +231,13 @@ def run_adaptation(
                     loaded[split] = datasets.load_from_disk(str(path))
                 scored = run_protocol(protocol, system, loaded[split], split, settings, output)
                 entry["heads"].setdefault(name, {})[split] = scored
-        results["protocols"][protocol] = entry
-        results["commands"][protocol] = command
+        finished[protocol] = entry
+        if results_file.exists():  # another run may have finished other protocols meanwhile: keep them
+            results = json.loads(results_file.read_text())
+            results.setdefault("protocols", {})
+            results.setdefault("commands", {})
+        results["protocols"].update(finished)
+        results["commands"].update({name: command for name in finished})
         results["command"] = command
         write_json(results_file, results)
         (output / "REPORT.md").write_text(render_report(results))
