@@ -9,23 +9,29 @@ the reset baseline, and the state carried from the stream's start), ``noise`` an
 over sessions of one noise condition / domain), ``conversation`` (interleaved speakers), ``failure`` (a
 speaker change), ``presets`` (a saved state per domain or noise condition), ``gradient`` (SUTA and
 supervised fine-tuning on the same utterances, timed on one CPU thread), ``evolution`` (how far the
-fast weights move) and ``reliance`` (the LaCT branch's output scaled by 1, 0.5, 0: is it used at all). Only heads with LaCT fast weights carry a state; the others get the reset, SUTA and
-fine-tuning baselines.
+fast weights move) and ``reliance`` (the LaCT branch's output scaled by 1, 0.5, 0: is it used at all).
+Only heads with LaCT fast weights carry a state; the others get the reset, SUTA and fine-tuning baselines.
 
 Writes ``results.json`` (every number, per-utterance error counts, the command lines), ``REPORT.md`` and
-the plots into ``--output``; a protocol run again replaces only its own results.
+the plots into ``--output``; a protocol run again replaces only its own results. ``report --merge-from DIR``
+merges the protocols of runs written elsewhere (e.g. side by side) and re-renders the report.
 """
 
 import argparse
 import shlex
 import sys
 
-from modeling_lact_audio.adaptation.experiment import PROTOCOLS, AdaptationSettings, run_adaptation
+from modeling_lact_audio.adaptation.experiment import PROTOCOLS, AdaptationSettings, merge_results, run_adaptation
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("protocol", choices=[*PROTOCOLS, "all"])
+    parser.add_argument(
+        "protocol", choices=[*PROTOCOLS, "all", "report"], help="a protocol, all of them, or 'report' (re-render)"
+    )
+    parser.add_argument(
+        "--merge-from", nargs="+", default=[], metavar="FOLDER", help="report: results folders to merge in first"
+    )
     parser.add_argument("--head", action="append", default=[], metavar="NAME=FOLDER", help="a trained head")
     parser.add_argument("--cache", default="cache/whisper_tiny_en_states_full", help="folder of cached splits")
     parser.add_argument("--splits", nargs="+", default=None, help="splits of every protocol (default: its own)")
@@ -53,6 +59,8 @@ def main(argv=None) -> dict:
     import torch
 
     args = parse_args(argv)
+    if args.protocol == "report":
+        return merge_results(args.output, args.merge_from)
     torch.set_num_threads(args.threads)
     bad = [h for h in args.head if "=" not in h]
     if bad:

@@ -243,3 +243,29 @@ def run_adaptation(
         (output / "REPORT.md").write_text(render_report(results))
         plot(results, output)
     return results
+
+
+def merge_results(output: str, sources: list[str]) -> dict:
+    """Merge the protocols of other results folders into ``output/results.json`` and re-render its report.
+
+    Each source's ``results.json`` protocols (and their commands) replace the same protocols in ``output``;
+    a source's preset folders stay where that run wrote them (the report names them). Returns the merged dict.
+    """
+    from .report import plot, render_report
+
+    output = Path(output)
+    results_file = output / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results.setdefault("protocols", {})
+    results.setdefault("commands", {})
+    for source in sources:
+        path = Path(source) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: pass a folder written by run_adaptation.py --output")
+        other = json.loads(path.read_text())
+        results["protocols"].update(other.get("protocols", {}))
+        results["commands"].update(other.get("commands", {}))
+    write_json(results_file, results)
+    (output / "REPORT.md").write_text(render_report(results))
+    plot(results, output)
+    return results

@@ -398,6 +398,11 @@ def test_the_command_line_writes_every_protocol_and_keeps_them_on_a_rerun(lact, 
     assert again["protocols"]["failure"]["settings"]["after"] == 1
     assert "run_adaptation.py failure" in again["commands"]["failure"]
     assert set(json.loads((out / "results.json").read_text())["protocols"]) == set(results["protocols"])
+    elsewhere = tmp_path / "elsewhere"
+    script.main(["failure", *common[:-1], str(elsewhere), "--after", "2"])
+    merged = script.main(["report", "--output", str(out), "--merge-from", str(elsewhere)])
+    assert merged["protocols"]["failure"]["settings"]["after"] == 2
+    assert merged["protocols"]["conversation"] == before and (out / "REPORT.md").stat().st_size > 0
 
 
 @pytest.mark.skipif(
