@@ -1,7 +1,9 @@
-"""Named model sizes: ``tiny`` (CPU tests), ``small`` (CPU training), ``base`` and ``large`` (A40, bf16).
+"""Named model sizes: ``tiny`` (CPU tests), ``small`` (CPU training), ``base``, ``large``, ``1p3b`` and ``3b``
+(A40s, bf16; ``python -m modeling_lact_audio.memory`` plans their memory).
 
 ``python -m modeling_lact_audio.presets`` prints each preset's parameter count and its estimated
-training memory per 1,000 frames (bf16 activations, gradient checkpointing, AdamW in fp32).
+training memory per 1,000 frames (bf16 autocast, gradient checkpointing, AdamW in fp32; see
+``modeling_lact_audio.memory.training_memory_bytes``).
 """
 
 import argparse
@@ -9,6 +11,7 @@ import argparse
 import torch
 
 from .configuration_lact_audio import TASKS, LaCTAudioConfig
+from .memory import training_memory_bytes
 from .modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
 
 _SIZES = {
@@ -46,8 +49,32 @@ _SIZES = {
         window_size=512,
         use_momentum=True,
     ),
+    # ~1.35B: GPT-style width and depth for 1.3B, SwiGLU width 8/3 d rounded to 256, head dims 128 (attention)
+    # and 256 (LaCT).
+    "1p3b": dict(
+        hidden_size=2048,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_lact_heads=8,
+        intermediate_size=5376,
+        lact_chunk_size=2048,
+        window_size=512,
+        use_momentum=True,
+    ),
+    # ~3.0B: the same head dims and MLP ratio, wider and deeper.
+    "3b": dict(
+        hidden_size=2560,
+        num_hidden_layers=34,
+        num_attention_heads=20,
+        num_lact_heads=10,
+        intermediate_size=6912,
+        lact_chunk_size=2048,
+        window_size=512,
+        use_momentum=True,
+    ),
 }
 PRESETS = tuple(_SIZES)
+__all__ = ["PRESETS", "preset_config", "training_memory_bytes"]
 
 
 def preset_config(name: str, task: str = "ctc", **overrides) -> LaCTAudioConfig:
@@ -61,32 +88,15 @@ def preset_config(name: str, task: str = "ctc", **overrides) -> LaCTAudioConfig:
     return LaCTAudioConfig(task=task, **{**_SIZES[name], **overrides})
 
 
-def training_memory_bytes(
-    config: LaCTAudioConfig, num_params: int, frames: int, gradient_checkpointing: bool = True, bytes_per_value: int = 2
-) -> dict:
-    """Estimated training memory in bytes of a model sized from ``config`` on ``frames`` model frames.
-
-    ``states``: fp32 weights, gradients and AdamW moments, 16 bytes a parameter. ``activations``: every
-    block keeps its input (hidden values a frame); a block being computed holds about 34·hidden +
-    6·intermediate values a frame, plus the LaCT chunk's fast-weight intermediates (20·Dh a LaCT head).
-    With gradient checkpointing one block at a time does; without, every block. ``bytes_per_value``:
-    2 in bf16, 4 in fp32.
-    """
-    d, L = config.hidden_size, config.num_hidden_layers
-    block = 34 * d + 6 * config.intermediate_size
-    if config.mixer == "lact":
-        block += 20 * config.lact_hidden_dim * config.num_lact_heads
-    per_frame = d * L + block * (1 if gradient_checkpointing else L)
-    return {"states": 16 * num_params, "activations": bytes_per_value * frames * per_frame}
-
-
 def main(argv=None) -> None:
     """Print every preset's parameter count and memory estimate."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=TASKS, default="ctc")
     args = parser.parse_args(argv)
     cls = LaCTAudioForCTC if args.task == "ctc" else LaCTAudioForCausalLM
-    print(f"| preset ({args.task}) | parameters | weights+grads+AdamW (GiB) | activations / 1k frames (GiB) |")
+    print(
+        f"| preset ({args.task}) | parameters | weights+grads+AdamW+bf16 copy (GiB) | activations / 1k frames (GiB) |"
+    )
     print("|---|---|---|---|")
     for name in PRESETS:
         config = preset_config(name, args.task)
