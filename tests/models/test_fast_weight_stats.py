@@ -64,10 +64,11 @@ def test_vectors_have_one_order_and_start_at_the_initial_weights():
 
 def test_batch_elements_are_separate():
     model = _head()
-    x = torch.randn(2, 11, D_MODEL)
+    x = torch.randn(2, 11, D_MODEL, generator=torch.Generator().manual_seed(0))
     cache = model(frontend_states=x, attention_mask=torch.ones(2, 11), use_cache=True).past_key_values
     alone = model(frontend_states=x[1:], attention_mask=torch.ones(1, 11), use_cache=True).past_key_values
-    torch.testing.assert_close(fast_weight_vector(cache, index=1), fast_weight_vector(alone), rtol=1e-5, atol=1e-6)
+    # batch 2 vs batch 1 take different float32 matmul paths: equal up to rounding (seen: 1.2e-6 absolute)
+    torch.testing.assert_close(fast_weight_vector(cache, index=1), fast_weight_vector(alone), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(fast_weight_vector(cache, index=-1), fast_weight_vector(cache, index=1))
 
 
