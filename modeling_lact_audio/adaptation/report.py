@@ -187,6 +187,8 @@ def evaluate_bars(results: dict) -> list[dict]:
             measured = (
                 f"carry {_change(carry)} % at {_seconds(extra)} s; SUTA {_change(suta)} % at {_seconds(suta_extra)} s"
             )
+            if all(c["relative_change_ci"][0] <= 0 <= c["relative_change_ci"][1] for c in (carry, suta)):
+                measured += " (neither changes WER: both intervals include 0, so this says nothing about adaptation)"
         else:
             met, measured = None, "run the gradient protocol"
         rows.append(

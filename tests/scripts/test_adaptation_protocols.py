@@ -450,6 +450,12 @@ def test_bars_are_judged_from_the_measured_numbers():
         }
     }
     assert [r["met"] for r in evaluate_bars(results)] == [True, True, True, True]
+    assert "neither changes WER" not in evaluate_bars(results)[3]["measured"]
+    gradient["conditions"][CARRY_ALL]["vs_baseline"].update(relative_change=0.0, relative_change_ci=[-0.05, 0.04])
+    gradient["conditions"][SUTA]["vs_baseline"].update(relative_change=0.0, relative_change_ci=[0.0, 0.0])
+    assert "neither changes WER" in evaluate_bars(results)[3]["measured"]
+    gradient["conditions"][CARRY_ALL]["vs_baseline"].update(relative_change=-0.2, relative_change_ci=[-0.3, -0.1])
+    gradient["conditions"][SUTA]["vs_baseline"].update(relative_change=-0.1, relative_change_ci=[-0.2, 0.0])
     speaker["conditions"]["k=5"]["vs_baseline"]["relative_change_ci"] = [-0.3, 0.02]
     assert [r["met"] for r in evaluate_bars(results)] == [True, False, True, True]
     del results["protocols"]["gradient"]
