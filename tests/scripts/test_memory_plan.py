@@ -23,11 +23,10 @@ from modeling_lact_audio.memory import (
     parameter_count,
     parse_bytes,
     plan,
-    saved_tensor_bytes,
-    training_batch,
     training_memory_bytes,
     usable_bytes,
 )
+from modeling_lact_audio.memory_measure import saved_tensor_bytes, training_batch
 from modeling_lact_audio.modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, count_parameters
 from modeling_lact_audio.presets import PRESETS, preset_config
 from modeling_lact_audio.presets import main as presets_main
