@@ -178,15 +178,16 @@ def evaluate_recognisers(
     from .report import plot, render_report
     from .training import add_labels
 
-    cached = {}
+    cached, encoders = {}, []
 
     def load_cached(split):
         if split not in cached:
             max_rows = validation_rows if split == "validation" else rows
             if encoder_folder is not None:
-                encoder, extractor = load_whisper_encoder(encoder_folder)
+                if not encoders:  # loaded once, for the first split that goes through cache_split
+                    encoders.extend(load_whisper_encoder(encoder_folder))
                 cached[split] = cache_split(
-                    corpus, split, cache, encoder, extractor, max_rows, encoder_id=Path(encoder_folder).name
+                    corpus, split, cache, *encoders, max_rows, encoder_id=Path(encoder_folder).name
                 )
             elif (Path(cache) / split).exists():
                 cached[split] = datasets.load_from_disk(str(Path(cache) / split))
