@@ -12,6 +12,10 @@ Usage::
 
     python eval/bench_lact_op.py            # full grid: chunk 16..4096 x head dim 64..512
     python eval/bench_lact_op.py --quick    # a few configurations (seconds), used by `make demo`
+    python eval/bench_lact_op.py --compare path/to/LaCT/lact_llm/lact_model/ttt_operation.py
+        # ours against the official block_causal_lact_swiglu, alternating, best of N, outputs checked
+        # (remove the file's CUDA torch.compile/autocast decorators first; the file is never vendored):
+        # writes lact_op_compare.{md,json}
 """
 
 import argparse
@@ -25,6 +29,7 @@ from tqdm import tqdm
 
 from modeling_lact_audio.benchmarks.measure import cpu_model
 from modeling_lact_audio.benchmarks.op import bench_config, bench_reference, gemm_rate
+from modeling_lact_audio.benchmarks.op_compare import CLOCKS, GRID, compare, markdown
 from modeling_lact_audio.cpu_features import cpu_has_native_bf16, describe_cpu
 
 RESULTS = Path(__file__).parent / "results"
@@ -74,7 +79,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget", type=float, default=None, help="seconds of timing per configuration")
     parser.add_argument("--muon-steps", type=int, default=5)
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    compare_args = parser.add_argument_group("--compare: ours against the official LaCT function")
+    compare_args.add_argument(
+        "--compare", type=Path, metavar="OFFICIAL_FILE", help="a file defining block_causal_lact_swiglu"
+    )
+    compare_args.add_argument("--repeats", type=int, default=5, help="rounds of alternating calls (best of N)")
+    compare_args.add_argument("--seq-len", type=int, default=8192)
+    compare_args.add_argument(
+        "--points", default=",".join(f"{h}x{d}x{c}" for h, d, c in GRID), help="HEADSxDIMxCHUNK,... (default: issue 12)"
+    )
+    compare_args.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    compare_args.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.compare is not None:
+        return run_compare(args)
     budget = args.budget or (0.5 if args.quick else 3.0)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     dtypes = ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
@@ -131,6 +151,20 @@ def main(argv=None) -> dict:
     )
     print(f"wrote {args.output_dir / (stem + '.json')} and {args.output_dir / (stem + '.png')}")
     return out
+
+
+def run_compare(args) -> dict:
+    """``--compare``: write ``lact_op_compare.{json,md}``, print the table; exit status 1 when outputs disagree."""
+    grid = [tuple(int(x) for x in p.split("x")) for p in args.points.split(",")]
+    record = compare(args.compare, grid, T=args.seq_len, repeats=args.repeats, clock=args.clock)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "lact_op_compare.json").write_text(json.dumps(record, indent=2))
+    table = markdown(record)
+    (args.output_dir / "lact_op_compare.md").write_text(table)
+    print(table)
+    if not all(p["agree"] for p in record["points"]):
+        raise SystemExit("the official function and ours disagree: see max_abs_diff in the table")
+    return record
 
 
 if __name__ == "__main__":

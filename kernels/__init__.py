@@ -7,6 +7,7 @@ Public API, one contract for every implementation::
                            muon_steps=5, weight_norm=True, momentum=None, mask=None)
     lact_swiglu_reference(...)   # same signature, plain per-chunk loop, the test oracle
     newton_schulz(x, steps)
+    with check_values(): ...     # also check input values (NaN/Inf, rate ranges); each check syncs the host
 
 ``lact_swiglu`` is the fast chunked PyTorch implementation (``chunk.py``); ``naive.py`` is the
 readable reference.
@@ -16,7 +17,7 @@ from .chunk import lact_swiglu
 from .naive import lact_swiglu_reference
 from .newton_schulz import newton_schulz
 from .state import FastWeightState, PendingChunk
-from .validation import ORDERS
+from .validation import ORDERS, check_values, value_checks_enabled
 
 __all__ = [
     "FastWeightState",
@@ -24,5 +25,7 @@ __all__ = [
     "ORDERS",
     "lact_swiglu",
     "lact_swiglu_reference",
+    "check_values",
     "newton_schulz",
+    "value_checks_enabled",
 ]

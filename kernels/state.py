@@ -62,9 +62,9 @@ class FastWeightState:
             where chunk boundaries fall.
         chunk_size: the chunk size of the stream (set by the op's first call; None before it): a
             later call with another one is an error, since the chunk boundaries would move.
-        stacked: ``[B*H, 3*Dh, D]`` or None: the op's working layout (w0; w2; w1^T) of which w0, w1,
-            w2 are views, kept so that the next call of a stream need not copy them into it again.
-            Only the op sets it; every transformation of the state drops it.
+        working: ``(W02 [B*H, 2*Dh, D], W1t [B*H, Dh, D])`` or None: the op's working layout ((w0; w2)
+            and w1^T) of which w0, w1, w2 are views, kept so that the next call of a stream need not
+            copy them into it again. Only the op sets it; every transformation of the state drops it.
 
     The weights are kept in float32 (float64 when created from float64 weights), also when the op
     runs under bf16 autocast.
@@ -82,7 +82,7 @@ class FastWeightState:
     pending: Optional[PendingChunk] = None
     seen: int = 0
     chunk_size: Optional[int] = None
-    stacked: Optional[Tensor] = field(default=None, repr=False)
+    working: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
 
     @classmethod
     def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
@@ -161,7 +161,7 @@ class FastWeightState:
             m1=opt(self.m1),
             m2=opt(self.m2),
             pending=None if self.pending is None else self.pending.map(fn),
-            stacked=None,
+            working=None,
         )
 
     def detach(self) -> FastWeightState:

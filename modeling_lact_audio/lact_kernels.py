@@ -7,6 +7,7 @@ do not edit; edit kernels/ and run ``python run_scripts/bundle_kernels.py``. The
 
 from __future__ import annotations
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 from typing import Optional
@@ -63,9 +64,9 @@ class FastWeightState:
             where chunk boundaries fall.
         chunk_size: the chunk size of the stream (set by the op's first call; None before it): a
             later call with another one is an error, since the chunk boundaries would move.
-        stacked: ``[B*H, 3*Dh, D]`` or None: the op's working layout (w0; w2; w1^T) of which w0, w1,
-            w2 are views, kept so that the next call of a stream need not copy them into it again.
-            Only the op sets it; every transformation of the state drops it.
+        working: ``(W02 [B*H, 2*Dh, D], W1t [B*H, Dh, D])`` or None: the op's working layout ((w0; w2)
+            and w1^T) of which w0, w1, w2 are views, kept so that the next call of a stream need not
+            copy them into it again. Only the op sets it; every transformation of the state drops it.
 
     The weights are kept in float32 (float64 when created from float64 weights), also when the op
     runs under bf16 autocast.
@@ -83,7 +84,7 @@ class FastWeightState:
     pending: Optional[PendingChunk] = None
     seen: int = 0
     chunk_size: Optional[int] = None
-    stacked: Optional[Tensor] = field(default=None, repr=False)
+    working: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
 
     @classmethod
     def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
@@ -162,7 +163,7 @@ class FastWeightState:
             m1=opt(self.m1),
             m2=opt(self.m2),
             pending=None if self.pending is None else self.pending.map(fn),
-            stacked=None,
+            working=None,
         )
 
     def detach(self) -> FastWeightState:
@@ -359,6 +360,8 @@ def check_lact_inputs(
 
     Expected: ``q, k, v: [B, T, H, D]``, ``lr: [B, T, H, 3]`` non-negative, ``momentum: [B, T, H]``
     in [0, 1) or None, ``mask: [B, T]`` bool or None, a ``FastWeightState`` with matching B, H, D.
+    Types, shapes and dtypes are always checked (no tensor is read); the values (NaN/Inf, negative
+    rates, momentum outside [0, 1)) only when ``value_checks_enabled()``, since reading them syncs the host.
     """
     if order not in ORDERS:
         raise ValueError(f"lact_swiglu: order must be one of {ORDERS}, got {order!r}")
@@ -425,7 +428,7 @@ def check_lact_inputs(
         )
     if value_checks_enabled():
         _check_state_finite(state, "the incoming state", "a previous call diverged or the state was corrupted")
-    if T == 0:
+    if T == 0 or not value_checks_enabled():
         return
     # One float32 sum over all four inputs is finite exactly when they all are (short of overflow):
     # a single host sync on the streaming path, then a per-input search only when something is wrong.
@@ -484,82 +487,321 @@ def chunk_spans(start: int, length: int, chunk_size: int) -> list:
 
 
 # ---- kernels/chunk.py ----
-def _apply(W: Tensor, x: Tensor) -> Tensor:
-    """Read: ``f_W(x)`` for x ``[BH, n, D]`` -> ``[BH, n, D]`` (6·n·D·Dh flops per head).
+def _parse_cache_size(text: str) -> int:
+    """Bytes of a sysfs cache ``size`` such as ``512K`` or ``32768K``."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(text.rstrip("KMG")) * scale
 
-    ``W [BH, 3·Dh, D]`` stacks ``w0``, ``w2`` and ``w1^T`` so that ``w0 x`` and ``w2 x`` are one GEMM.
+
+def _count_cpus(cpu_list: str) -> int:
+    """Number of CPUs in a sysfs list such as ``0-7,16-23``."""
+    count = 0
+    for part in cpu_list.strip().split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+def cpu_cache_bytes_per_core(cache_dir: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """The largest per-core share of a data cache of CPU 0: ``size / CPUs sharing it`` over its levels.
+
+    Read from sysfs (Linux); 1 MiB where the machine does not say.
     """
-    Dh = W.shape[1] // 3
-    gh = torch.bmm(x, W[:, : 2 * Dh].mT)  # [BH, n, 2Dh]
-    return torch.bmm(F.silu(gh[..., :Dh]) * gh[..., Dh:], W[:, 2 * Dh :])
+    best = 0
+    for index in cache_dir.glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            size = _parse_cache_size((index / "size").read_text())
+            best = max(best, size // max(1, _count_cpus((index / "shared_cpu_list").read_text())))
+        except (OSError, ValueError):
+            continue
+    return best or 1 << 20
 
 
-def _gradient_factors(W: Tensor, k: Tensor, v: Tensor, lr: Tensor):
-    """The chunk's update ``-sum_t lr_t dL_t/dW`` as token-major factors (12·C·D·Dh flops per head in all).
+# CPU: token blocks whose elementwise intermediates (about 5 [BH, n, Dh] arrays) fit in this many bytes;
+# read once at import, so that a traced or compiled op never touches the file system.
+CPU_BLOCK_BYTES = cpu_cache_bytes_per_core()
+MIN_TOKEN_BLOCK = 64  # below this, the projections are GEMMs too thin to run near peak
 
-    W: ``[BH, 3·Dh, D]`` (w0, w2, w1^T stacked); k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on
-    padding). Returns ``(x02 [BH, C, 2Dh], y1 [BH, C, Dh], k, v1 [BH, C, D])`` with
-    ``d(w0; w2) = x02^T k`` and ``d(w1^T) = y1^T v1``: every block of the update has rank <= C.
+
+def token_block(x: Tensor, bytes_per_token: int) -> int:
+    """Tokens per block for the elementwise-heavy parts of a chunk ``x [BH, n, ...]``: all of them off the CPU.
+
+    On the CPU the largest power of two with ``n * bytes_per_token <= CPU_BLOCK_BYTES``, at least
+    ``MIN_TOKEN_BLOCK``.
     """
-    Dh = W.shape[1] // 3
-    gh = torch.bmm(k, W[:, : 2 * Dh].mT)  # [BH, C, 2Dh]
-    g, h = gh[..., :Dh], gh[..., Dh:]
-    dh = torch.bmm(v, W[:, 2 * Dh :].mT)  # w1^T v: [BH, C, Dh]
-    sig = torch.sigmoid(g)
-    silu_g = g * sig
-    # silu'(g) = sig * (1 + g * (1 - sig)) = sig + silu_g * (1 - sig); fused ops keep the passes over
-    # [BH, C, Dh] few (they are memory-bound next to the GEMMs once a chunk outgrows the cache)
-    dsilu = torch.addcmul(sig, silu_g, 1 - sig)
-    dh0, dh2 = dh * lr[..., 0:1], dh * lr[..., 2:3]
-    x02 = torch.cat([dh0.mul_(h).mul_(dsilu), dh2.mul_(silu_g)], dim=-1)  # [BH, C, 2Dh]
-    return x02, silu_g * h, k, v * lr[..., 1:2]
-
-
-def _gradients(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
-    """``-sum_t lr_t dL_t/dW`` over one chunk, ``L_t = -<f_W(k_t), v_t>``, as a dense ``[BH, 3·Dh, D]``.
-
-    Same arguments as ``_gradient_factors``; dw0 and dw2 come out of one GEMM.
-    """
-    return _dense_update(*_gradient_factors(W, k, v, lr))
-
-
-# CPU: token blocks whose [BH, n, 2·Dh] intermediates stay within about this many bytes (cache-resident);
-# a large chunk's elementwise passes otherwise stream every intermediate through DRAM.
-CPU_BLOCK_BYTES = 1 << 19
-
-
-def _token_block(x: Tensor, BH: int, Dh: int) -> int:
-    """Tokens per block for the elementwise-heavy parts of a chunk: the whole chunk on GPUs."""
     if x.device.type != "cpu":
         return x.shape[1]
-    return max(64, 1 << max(0, (CPU_BLOCK_BYTES // (BH * 2 * Dh * x.element_size())).bit_length() - 1))
+    fit = max(1, CPU_BLOCK_BYTES // max(1, bytes_per_token))
+    return max(MIN_TOKEN_BLOCK, 1 << (fit.bit_length() - 1))
 
 
-def _blocked_dense_update(W: Tensor, k: Tensor, v: Tensor, lr: Tensor) -> Tensor:
-    """``_gradients`` over token blocks of ``_token_block`` (sums of the blocks' updates): ``[BH, 3·Dh, D]``."""
-    BH, C = k.shape[:2]
-    n = _token_block(k, BH, W.shape[1] // 3)
-    if n >= C:
-        return _gradients(W, k, v, lr)
-    out = None
-    for kb, vb, lb in zip(k.split(n, 1), v.split(n, 1), lr.split(n, 1)):
-        part = _gradients(W, kb, vb, lb)
-        out = part if out is None else out.add_(part)  # out is a fresh sum nobody saved for backward
+def _records_grad(*tensors: Optional[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _out_of_place(*tensors: Optional[Tensor]) -> bool:
+    # In-place work into buffers of our own is for eager mode: it needs tensors autograd does not
+    # record and dtypes autocast does not change per op; a compiler plans buffers and fusions itself.
+    return _records_grad(*tensors) or torch.is_autocast_enabled(tensors[0].device.type) or torch.compiler.is_compiling()
+
+
+def _blocks(n: int, block: int):
+    return [(s, min(n, s + block)) for s in range(0, n, block)]
+
+
+def _scratch(workspace: dict, name: str, like: Tensor, n: int, width: int) -> Tensor:
+    """``[BH, n, width]`` in ``like``'s dtype and device from ``workspace``: allocated once, then reused.
+
+    Reuse is what makes the in-place path fast on the CPU: a fresh multi-MiB tensor per chunk is new
+    memory the kernel has to fault in page by page (glibc hands large blocks back on free).
+    """
+    buf = workspace.get(name)
+    if buf is None or buf.shape[1] < n:
+        buf = workspace[name] = like.new_empty(like.shape[0], n, width)
+    return buf[:, :n]
+
+
+def read_chunk(
+    W02: Tensor, W1t: Tensor, q: Tensor, workspace: Optional[dict] = None, out: Optional[Tensor] = None
+) -> Tensor:
+    """Read: ``f_W(q) = w1 (silu(w0 q) * (w2 q))`` for ``q [BH, n, D]`` -> ``[BH, n, D]`` (6·n·D·Dh flops per head).
+
+    W02: ``[BH, 2Dh, D]`` (w0 over w2); W1t: ``[BH, Dh, D]`` (w1 transposed).
+    workspace: None (out of place, differentiable), or a dict of buffers that this and the other steps
+    reuse from chunk to chunk (in place, in token blocks: inference only, outside autocast). The
+    result then lives in the workspace until the next read, or in ``out`` (``[BH, n, D]``, any strides).
+    """
+    Dh = W1t.shape[1]
+    if workspace is None:
+        gh = torch.bmm(q, W02.mT)  # [BH, n, 2Dh]
+        return torch.bmm(F.silu(gh[..., :Dh]) * gh[..., Dh:], W1t)
+    BH, n, D = q.shape
+    block = token_block(q, BH * (3 * Dh + D) * q.element_size())
+    out = _scratch(workspace, "read_out", q, n, D) if out is None else out
+    for s, e in _blocks(n, block):
+        gh = torch.bmm(q[:, s:e], W02.mT, out=_scratch(workspace, "read_gh", q, e - s, 2 * Dh))
+        a = F.silu(gh[..., :Dh], inplace=True).mul_(gh[..., Dh:])
+        torch.bmm(a, W1t, out=out[:, s:e])
     return out
 
 
-def _dense_update(x02: Tensor, y1: Tensor, k: Tensor, v1: Tensor) -> Tensor:
-    """The factors of ``_gradient_factors`` multiplied out: ``[BH, 3·Dh, D]`` (x02^T k; y1^T v1)."""
-    return torch.cat([torch.bmm(x02.mT, k), torch.bmm(y1.mT, v1)], dim=1)
+def chunk_gradient(W02: Tensor, W1t: Tensor, k: Tensor, v: Tensor, lr: Tensor, workspace: Optional[dict] = None):
+    """The chunk's update ``-sum_t lr_t dL_t/dW``, ``L_t = -<f_W(k_t), v_t>``, as token-major factors.
+
+    Args:
+        W02: ``[BH, 2Dh, D]``; W1t: ``[BH, Dh, D]``.
+        k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` rates for (w0, w1, w2), zero on padding.
+        workspace: as in ``read_chunk``; the factors then live in it until the next call.
+
+    Returns:
+        ``(x02 [BH, C, 2Dh], y1 [BH, C, Dh])`` with the rates folded in: ``dW02 = x02^T k`` and
+        ``dW1t = y1^T v`` (``dense_update``), so every block of the update has rank <= C.
+        12·C·D·Dh flops per head with ``dense_update``.
+    """
+    Dh = W1t.shape[1]
+    BH, C, D = k.shape
+    if workspace is None:
+        gh = torch.bmm(k, W02.mT)  # [BH, C, 2Dh]
+        g, h = gh[..., :Dh], gh[..., Dh:]
+        dh = torch.bmm(v, W1t.mT)  # w1^T v: [BH, C, Dh]
+        sig = torch.sigmoid(g)
+        silu_g = g * sig
+        dsilu = torch.addcmul(sig, silu_g, 1 - sig)  # silu'(g) = sig + silu(g) (1 - sig)
+        x02 = torch.cat([dh * h * dsilu, dh * silu_g], dim=-1).view(BH, C, 2, Dh) * lr[..., 0::2, None]
+        return x02.view(BH, C, 2 * Dh), silu_g * h * lr[..., 1:2]
+    block = token_block(k, BH * (5 * Dh + 2 * D) * k.element_size())
+    x02, y1 = _scratch(workspace, "x02", k, C, 2 * Dh), _scratch(workspace, "y1", k, C, Dh)
+    for s, e in _blocks(C, block):
+        n, lr_b = e - s, lr[:, s:e]
+        gh = torch.bmm(k[:, s:e], W02.mT, out=_scratch(workspace, "gh", k, n, 2 * Dh))
+        dh = torch.bmm(v[:, s:e], W1t.mT, out=_scratch(workspace, "dh", k, n, Dh))
+        g, h = gh[..., :Dh], gh[..., Dh:]
+        sig = torch.sigmoid(g, out=_scratch(workspace, "sig", k, n, Dh))
+        silu_g = g.mul_(sig)
+        torch.mul(silu_g, h, out=y1[:, s:e]).mul_(lr_b[..., 1:2])
+        dsilu = sig.addcmul_(silu_g, sig, value=-1).add_(silu_g)
+        torch.mul(dsilu.mul_(h), dh, out=x02[:, s:e, :Dh]).mul_(lr_b[..., 0:1])
+        torch.mul(silu_g, dh, out=x02[:, s:e, Dh:]).mul_(lr_b[..., 2:3])
+    return x02, y1
 
 
-def _add_orthogonalised_update(W: Tensor, x02: Tensor, y1: Tensor, k: Tensor, v1: Tensor, steps: int) -> Tensor:
+def dense_update(x02: Tensor, y1: Tensor, k: Tensor, v: Tensor):
+    """The factors of ``chunk_gradient`` multiplied out: ``(dW02 [BH, 2Dh, D], dW1t [BH, Dh, D])``."""
+    return torch.bmm(x02.mT, k), torch.bmm(y1.mT, v)
+
+
+def _add_products(W02: Tensor, W1t: Tensor, x02: Tensor, y1: Tensor, k: Tensor, v: Tensor, inplace: bool):
+    """``(W02 + x02^T k, W1t + y1^T v)`` in the weights' precision (under autocast only the products are
+    narrowed, never the state); into ``W02, W1t`` themselves when ``inplace``."""
+    if inplace:
+        return W02.baddbmm_(x02.mT, k), W1t.baddbmm_(y1.mT, v)
+    if torch.is_autocast_enabled(W02.device.type):
+        return tuple(w + d for w, d in zip((W02, W1t), dense_update(x02, y1, k, v)))
+    return torch.baddbmm(W02, x02.mT, k), torch.baddbmm(W1t, y1.mT, v)
+
+
+def _add_orthogonalised_update(W02: Tensor, W1t: Tensor, x02: Tensor, y1: Tensor, k: Tensor, v: Tensor, steps: int):
     """``W`` plus the Newton-Schulz of each block of the rank-C update, run in the ``C x C`` factor
-    space (``newton_schulz_factored``), the addition fused into the last product: ``[BH, 3·Dh, D]``."""
+    space (``newton_schulz_factored``), the addition fused into the last product: ``(W02, W1t)``."""
     BH, C, Dh = y1.shape
     left = torch.cat([x02, y1], dim=-1).view(BH, C, 3, Dh).permute(0, 2, 3, 1).reshape(BH * 3, Dh, C)
-    right = torch.stack([k, k, v1], dim=1).reshape(BH * 3, C, k.shape[-1])
-    return newton_schulz_factored(left, right, steps, add_to=W.reshape(BH * 3, Dh, -1)).view(BH, 3 * Dh, -1)
+    right = torch.stack([k, k, v], dim=1).reshape(BH * 3, C, k.shape[-1])
+    W = torch.cat([W02.view(BH, 2, Dh, -1), W1t.view(BH, 1, Dh, -1)], dim=1).view(BH * 3, Dh, -1)
+    new = newton_schulz_factored(left, right, steps, add_to=W).view(BH, 3 * Dh, -1)
+    return new[:, : 2 * Dh], new[:, 2 * Dh :]
+
+
+def _renormalise(W02: Tensor, W1t: Tensor, norm02: Tensor, norm1t: Tensor):
+    """Rows of w0, w2 and w1 (the columns of W1t) rescaled to the initial weights' norms ``norm02 [BH, 2Dh, 1]``,
+    ``norm1t [BH, 1, D]``; in place on tensors that autograd does not record (always fresh ones here)."""
+    scale02 = norm02 / (W02.norm(dim=-1, keepdim=True) + 1e-5)
+    scale1t = norm1t / (W1t.norm(dim=-2, keepdim=True) + 1e-5)
+    if _records_grad(W02, W1t):
+        return W02 * scale02, W1t * scale1t
+    return W02.mul_(scale02), W1t.mul_(scale1t)
+
+
+def apply_update(
+    W: tuple,
+    M: Optional[tuple],
+    factors: tuple,
+    *,
+    beta: Optional[Tensor],
+    has: Optional[Tensor],
+    norms: Optional[tuple],
+    muon_steps: int,
+    inplace: bool = False,
+):
+    """One chunk's update of the fast weights: momentum, Newton-Schulz, ``W += dW``, renormalisation.
+
+    Args:
+        W: ``(W02 [BH, 2Dh, D], W1t [BH, Dh, D])``; M: momentum buffers of the same shapes, or None
+            without momentum.
+        factors: ``(x02, y1, k, v)`` of ``chunk_gradient`` (``dW02 = x02^T k``, ``dW1t = y1^T v``).
+        beta: ``[BH]`` momentum of this chunk (with M); has: ``[BH, 1, 1]`` bool, False where the chunk
+            holds no real token (those weights and buffers stay as they were), or None.
+        norms: ``(norm02 [BH, 2Dh, 1], norm1t [BH, 1, D])`` to renormalise to, or None (no renormalisation).
+        muon_steps: Newton-Schulz iterations (0: none).
+        inplace: W and M may be overwritten (tensors the caller owns, outside autograd and autocast).
+
+    Returns:
+        ``(W, M)``: new tensors, or with ``inplace`` possibly the updated inputs. Without momentum a
+        short chunk's rank-C update is orthogonalised in its ``C x C`` factor space (``newton_schulz_factored``).
+    """
+    (W02, W1t), (x02, y1, k, v) = W, factors
+    Dh, D, C = W1t.shape[1], W1t.shape[2], k.shape[1]
+    inplace = inplace and has is None  # a chunk without real tokens keeps the old values: torch.where below
+    new_M = None
+    if M is None and factored_is_cheaper(Dh, D, C, muon_steps):
+        new_W = _add_orthogonalised_update(W02, W1t, x02, y1, k, v, muon_steps)
+    elif M is None and muon_steps == 0:
+        new_W = _add_products(W02, W1t, x02, y1, k, v, inplace)
+    else:
+        if M is None:
+            dW = dense_update(x02, y1, k, v)
+        else:
+            b = beta[:, None, None]
+            decayed = tuple(m.mul_(b) if inplace else m * b for m in M)
+            new_M = dW = _add_products(*decayed, x02, y1, k, v, inplace)
+        if muon_steps > 0:  # per matrix: w0's and w2's blocks of dW02 separately
+            dW02, dW1t = dW
+            dW02 = newton_schulz(dW02.reshape(-1, Dh, D), muon_steps).reshape(dW02.shape)
+            dW = dW02, newton_schulz(dW1t, muon_steps)
+        new_W = tuple(w.add_(d) if inplace else w + d for w, d in zip(W, dW))
+    if norms is not None:
+        new_W = _renormalise(*new_W, *norms)
+    if has is not None:
+        new_W = tuple(torch.where(has, n, w) for n, w in zip(new_W, W))
+        new_M = None if new_M is None else tuple(torch.where(has, n, m) for n, m in zip(new_M, M))
+    return new_W, new_M
+
+
+def to_heads(x: Tensor, H: int) -> Tensor:
+    """``[B, n, H, *F] -> [B*H, n, *F]`` (a copy unless H == 1): one batched GEMM over every (example, head)."""
+    return x.transpose(1, 2).reshape(x.shape[0] * H, x.shape[1], *x.shape[3:])
+
+
+def _stack_heads(w0: Tensor, w1: Tensor, w2: Tensor):
+    """``w0, w2 [B, H, Dh, D]``, ``w1 [B, H, D, Dh]`` -> ``(W02 [BH, 2Dh, D], W1t [BH, Dh, D])`` (copies)."""
+    B, H, Dh, D = w0.shape
+    return torch.cat([w0, w2], dim=2).reshape(B * H, 2 * Dh, D), w1.mT.reshape(B * H, Dh, D)
+
+
+def working_layout(state: FastWeightState):
+    """``(W02 [BH, 2Dh, D], W1t [BH, Dh, D])`` of a state's weights (kept from the call that made the state)."""
+    return state.working if state.working is not None else _stack_heads(state.w0, state.w1, state.w2)
+
+
+def from_working_layout(W02: Tensor, W1t: Tensor, B: int, H: int):
+    """``w0, w1, w2`` as ``[B, H, ...]`` views of the working layout (inverse of ``working_layout``)."""
+    Dh, D = W1t.shape[1:]
+    w02 = W02.view(B, H, 2 * Dh, D)
+    return w02[:, :, :Dh], W1t.view(B, H, Dh, D).mT, w02[:, :, Dh:]
+
+
+def _update_stream(name: str, new: Optional[Tensor], pend: Optional[PendingChunk]) -> Optional[Tensor]:
+    """The tokens that update the weights, ``[B, n_pending + T, ...]``: the pending chunk's first."""
+    if new is None or pend is None:
+        return new
+    old = getattr(pend, name)
+    if name == "lr" and pend.mask is not None:
+        old = old * pend.mask[:, :, None, None]
+    return torch.cat([old.to(new.dtype), new], 1)
+
+
+STREAM_INPUTS = ("k", "v", "lr", "momentum", "mask")
+
+
+def update_chunk(
+    W: tuple,
+    M: Optional[tuple],
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    momentum: Optional[Tensor],
+    mask: Optional[Tensor],
+    *,
+    norms: Optional[tuple],
+    muon_steps: int,
+    workspace: Optional[dict] = None,
+):
+    """One chunk's update in the working layout: ``chunk_gradient`` then ``apply_update``.
+
+    Args:
+        W, M, norms, muon_steps: as in ``apply_update``; with a ``workspace`` (see ``read_chunk``) W and M
+            are updated in place.
+        k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on padding); momentum: ``[BH, C]`` or None;
+            mask: bool ``[BH, C]`` or None (False = padding: left out of the chunk's mean momentum).
+
+    Returns:
+        The new ``(W, M)``.
+    """
+    x02, y1 = chunk_gradient(*W, k, v, lr, workspace)
+    beta = has = None
+    if mask is not None:
+        count = mask.sum(1)
+        has = (count > 0)[:, None, None]
+    if M is not None:
+        beta = momentum.mean(1) if mask is None else (momentum * mask).sum(1) / count.clamp(min=1)
+    return apply_update(
+        W, M, (x02, y1, k, v), beta=beta, has=has, norms=norms, muon_steps=muon_steps, inplace=workspace is not None
+    )
+
+
+def _read(W: tuple, q: Tensor, mask: Optional[Tensor], B: int, H: int, workspace=None, out=None) -> Tensor:
+    """``read_chunk`` of ``q [BH, n, D]`` in the op's layout ``[B, n, H, D]`` (into ``out`` when given), zero
+    where ``mask [B, n]`` is False."""
+    n, D = q.shape[1:]
+    if out is not None and (B == 1 or H == 1):  # out [B, n, H, D] is then a [BH, n, D] view: no copy
+        read_chunk(*W, q, workspace, out=out.transpose(1, 2).view(B * H, n, D))
+        return out if mask is None else out.mul_(mask[:, :, None, None])
+    o = read_chunk(*W, q, workspace).view(B, H, n, D).transpose(1, 2)
+    if out is not None:
+        return out.copy_(o) if mask is None else torch.mul(o, mask[:, :, None, None], out=out)
+    return o if mask is None else o * mask[:, :, None, None].to(o.dtype)
 
 
 def lact_swiglu(
@@ -575,6 +817,7 @@ def lact_swiglu(
     weight_norm: bool = True,
     momentum: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    output_final_state: bool = True,
 ):
     """LaCT SwiGLU fast-weight op: read the fast weights with ``q`` and update them chunk by chunk.
 
@@ -608,6 +851,9 @@ def lact_swiglu(
         momentum: None or ``[B, T, H]`` in [0, 1).
         mask: None or bool ``[B, T]``, False = padding: padded tokens never update the state and
             their outputs are zero. A chunk without real tokens changes nothing.
+        output_final_state: False when the caller drops the state (a forward without cache): returns
+            ``(o, None)``, and ``apply_update`` then skips the last chunk's update, which no output reads
+            (like the official ``block_causal_lact_swiglu``, which returns no state).
 
     Returns:
         ``(o, new_state)``: ``o`` ``[B, T, H, D]`` (the state's dtype, or the autocast dtype under
@@ -617,15 +863,16 @@ def lact_swiglu(
     ``muon_steps`` Newton-Schulz iterations per chunk. Without momentum a chunk's update has rank
     <= its length C, and when C is small next to ``min(D, Dh)`` (streaming, small presets) the
     iteration runs on ``C x C`` factors (``newton_schulz_factored``), not on ``Dh x D`` matrices.
-    On the CPU a long chunk's gradient and read run in cache-sized token blocks (``CPU_BLOCK_BYTES``).
-    Differentiable with respect to q, k, v, lr, momentum and the initial weights. Under bf16 autocast
-    the matmuls run in bf16 while the state stays in float32.
+    Values are read on the host only under ``check_values()`` (see ``validation``), so the op runs
+    without host syncs. Differentiable with respect to q, k, v, lr, momentum and the initial weights.
+    Under bf16 autocast the matmuls run in bf16 while the state stays in float32.
     """
     check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
     B, T, H, D = q.shape
     if T == 0:
         return q.new_zeros(B, 0, H, D), state
-    if not torch.is_autocast_enabled(q.device.type):
+    autocast = torch.is_autocast_enabled(q.device.type)
+    if not autocast:
         q, k, v = (t.to(state.dtype) for t in (q, k, v))
     lr = lr.to(state.dtype)  # the rates scale state-dtype gradients (float32, or float64 for gradcheck)
 
@@ -642,117 +889,67 @@ def lact_swiglu(
             )
     if mask is not None:
         lr = lr * mask[:, :, None, None]  # padded tokens learn nothing
-    autocast = torch.is_autocast_enabled(q.device.type)
-    lr_dtype = torch.get_autocast_dtype(q.device.type) if autocast else lr.dtype
 
     spans = chunk_spans(state.seen - n_p, n_p + T, chunk_size)
+    # The update stream (pending tokens first), in the working layout and split once per input: the backward
+    # of one split is a single cat, where slicing per chunk would zero-fill a whole [B, T, H, D]
+    # gradient for every chunk (quadratic in T during training).
+    inputs = {"k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}
+    stream = {name: _update_stream(name, inputs[name], pend) for name in STREAM_INPUTS}
+    span_sizes = [e - s for s, e, _ in spans]
+    lr_dtype = torch.get_autocast_dtype(q.device.type) if autocast else lr.dtype
+    per_head = {**stream, "mask": None if mask is None else stream["mask"][:, :, None].expand(-1, -1, H)}
+    heads = {name: None if t is None else to_heads(t, H).split(span_sizes, 1) for name, t in per_head.items()}
+    if autocast:
+        heads["lr"] = tuple(t.to(lr_dtype) for t in heads["lr"])
     sizes = [e - max(s, n_p) for s, e, _ in spans]  # this call's tokens in each span (all > 0)
-    # One split per input: its backward is a single cat, where per-chunk slicing would zero-fill a
-    # whole [B, T, H, D] gradient for every chunk (quadratic in T during training).
-    pieces = {
-        name: None if t is None else (t,) if len(sizes) == 1 else t.split(sizes, 1)
-        for name, t in (("q", q), ("k", k), ("v", v), ("lr", lr), ("momentum", momentum), ("mask", mask))
-    }
+    q_heads = to_heads(q, H)
+    q_spans = q_heads.split(sizes, 1)
 
-    def stream(name: str, i: int):
-        """The update stream's tokens of span ``i`` (pending tokens first), ``[B, n, ...]``; one chunk at a time."""
-        if pieces[name] is None:
-            return None
-        new = pieces[name][i]
-        if spans[i][0] >= n_p:
-            return new
-        old = getattr(pend, name)
-        if name == "lr" and pend.mask is not None:
-            old = old * pend.mask[:, :, None, None]
-        return torch.cat([old.to(new.dtype), new], 1)
-
-    def to_bh(x):  # [B, n, H, *F] -> [BH, n, *F]: one batched GEMM over every (example, head)
-        return x.transpose(1, 2).reshape(B * H, x.shape[1], *x.shape[3:])
-
-    Dh = state.hidden_dim
-
-    def stack(w0, w1, w2):  # [B, H, ...] x3 -> [BH, 3Dh, D] (w0; w2; w1^T)
-        return torch.cat([w0, w2, w1.mT], dim=2).reshape(B * H, 3 * Dh, D)
-
-    W = state.stacked if state.stacked is not None else stack(state.w0, state.w1, state.w2)
-    norm02 = torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * Dh, 1)
-    norm1t = state.w1_norm.reshape(B * H, 1, D)  # w1's row norms are w1^T's column norms
+    W = working_layout(state)
+    norms = None
+    if weight_norm:
+        norms = (
+            torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * state.hidden_dim, 1),
+            state.w1_norm.reshape(B * H, 1, D),  # w1's row norms are W1t's column norms
+        )
     M = None
     if momentum is not None:
-        M = torch.zeros_like(W) if state.m0 is None else stack(state.m0, state.m1, state.m2)
+        M = tuple(map(torch.zeros_like, W)) if state.m0 is None else _stack_heads(state.m0, state.m1, state.m2)
 
-    def update(i: int) -> None:
-        nonlocal W, M
-        k_c, v_c, lr_c = to_bh(stream("k", i)), to_bh(stream("v", i)), to_bh(stream("lr", i).to(lr_dtype))
-        # Without momentum the update keeps rank <= C: a short chunk orthogonalises in the factor space.
-        factored = momentum is None and factored_is_cheaper(Dh, D, k_c.shape[1], muon_steps)
-        if factored:
-            factors, dW = _gradient_factors(W, k_c, v_c, lr_c), None
-        else:
-            dW = _blocked_dense_update(W, k_c, v_c, lr_c)
-        has = count = None
-        mask_c = stream("mask", i)
-        if mask_c is not None:
-            mask_c = mask_c[:, None, :].expand(B, H, -1).reshape(B * H, -1)  # [BH, C]
-            count = mask_c.sum(1)
-            has = (count > 0)[:, None, None]
-        if momentum is not None:
-            m_chunk = to_bh(stream("momentum", i))  # [BH, C]
-            beta = m_chunk.mean(1) if mask_c is None else (m_chunk * mask_c).sum(1) / count.clamp(min=1)
-            new_M = beta[:, None, None] * M + dW
-            dW = new_M
-            M = new_M if has is None else torch.where(has, new_M, M)
-        if factored:
-            new_W = _add_orthogonalised_update(W, *factors, muon_steps)
-        else:
-            if muon_steps > 0:
-                dW = newton_schulz(dW.reshape(B * H * 3, Dh, D), muon_steps).reshape(B * H, 3 * Dh, D)
-            new_W = W + dW
-        if weight_norm:
-            w02, w1t = new_W[:, : 2 * Dh], new_W[:, 2 * Dh :]
-            scale02 = norm02 / (w02.norm(dim=-1, keepdim=True) + 1e-5)
-            scale1t = norm1t / (w1t.norm(dim=-2, keepdim=True) + 1e-5)
-            if torch.is_grad_enabled() and new_W.requires_grad:
-                new_W = torch.cat([w02 * scale02, w1t * scale1t], dim=1)
-            else:  # inference: rescale the fresh tensor in place, no copy
-                w02.mul_(scale02)
-                w1t.mul_(scale1t)
-        W = new_W if has is None else torch.where(has, new_W, W)
+    # Eager inference works in place in buffers of its own (see read_chunk); autograd, autocast and
+    # compilers get the out-of-place steps.
+    workspace = None if _out_of_place(q, k, v, lr, momentum, *W, *(norms or ()), *(M or ())) else {}
+    o = None
+    if workspace is not None:
+        o = q.new_empty(B, T, H, D)
+        if order != "apply_update" or any(full for *_, full in spans):
+            W = tuple(w.clone() for w in W)  # updated in place from here on: the input state is never modified
+            M = None if M is None else tuple(m.clone() for m in M)
 
-    outs = []
-
-    def read(i: int) -> None:  # this call's tokens of span i
-        q_i = to_bh(pieces["q"][i])
-        n = _token_block(q_i, B * H, Dh)
-        o = _apply(W, q_i) if n >= q_i.shape[1] else torch.cat([_apply(W, x) for x in q_i.split(n, 1)], 1)
-        o = o.reshape(B, H, sizes[i], D).transpose(1, 2)  # [B, n, H, D]
-        outs.append(o if mask is None else o * pieces["mask"][i][:, :, None, None].to(o.dtype))
-
-    new_pending = None
-    for i, (_, _, full) in enumerate(spans):
+    mask_pieces = (None,) * len(spans) if mask is None else mask.split(sizes, 1)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    outs, new_pending = [], None
+    for i, (s, e, full) in enumerate(spans):
+        out_i = None if o is None else o[:, starts[i] : starts[i] + sizes[i]]
         if order == "apply_update":
-            read(i)
-            if full:
-                update(i)
-            else:
-                new_pending = PendingChunk(**{name: stream(name, i) for name in ("k", "v", "lr", "momentum", "mask")})
-        elif order == "update_apply":
-            update(i)
-            read(i)
-        else:
-            update(i)
+            outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i))
+        if order != "apply_update" or (full and (output_final_state or i < len(spans) - 1)):
+            chunk = (None if heads[name] is None else heads[name][i] for name in STREAM_INPUTS)
+            W, M = update_chunk(W, M, *chunk, norms=norms, muon_steps=muon_steps, workspace=workspace)
+        elif not full and output_final_state:
+            new_pending = PendingChunk(**{name: None if t is None else t[:, s:e] for name, t in stream.items()})
+        if order == "update_apply":
+            outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i))
     if order == "bidirectional":
-        for i in range(len(spans)):
-            read(i)
+        outs.append(_read(W, q_heads, mask, B, H, workspace, o))
+    if o is None:
+        o = torch.cat(outs, 1) if len(outs) > 1 else outs[0].contiguous()  # [B, T, H, D]
 
-    o = torch.cat(outs, 1) if len(outs) > 1 else outs[0].contiguous()  # [B, T, H, D]
-
-    def unstack(w):  # [BH, 3Dh, D] -> w0, w1, w2 as [B, H, ...] views
-        w = w.reshape(B, H, 3 * Dh, D)
-        return w[:, :, :Dh], w[:, :, 2 * Dh :].mT, w[:, :, Dh : 2 * Dh]
-
-    w0, w1, w2 = unstack(W)
-    m0, m1, m2 = (None, None, None) if M is None else unstack(M)
+    if not output_final_state:
+        return o, None
+    w0, w1, w2 = from_working_layout(*W, B, H)
+    m0, m1, m2 = (None, None, None) if M is None else from_working_layout(*M, B, H)
     new_state = FastWeightState(
         w0=w0,
         w1=w1,
@@ -766,7 +963,7 @@ def lact_swiglu(
         pending=new_pending,
         seen=state.seen + T,
         chunk_size=chunk_size,
-        stacked=W,
+        working=W,
     )
     check_lact_output(o, new_state, k, lr)
     return o, new_state

@@ -119,8 +119,9 @@ def test_streamed_pieces_give_per_chunk_steps_that_end_where_one_call_ends():
     assert chunked["granularity"] == "piece"
     assert chunked["utterance"] == [0, 0, 0, 1, 1] and chunked["piece"] == [0, 1, 2, 0, 1]
     assert chunked["length"] == [16, 16, 8, 16, 16]
-    torch.testing.assert_close(chunked["vectors"][3], whole["vectors"][1], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(chunked["vectors"][-1], whole["vectors"][-1], rtol=1e-5, atol=1e-6)
+    # fp32: a streamed piece and one whole call sum the same products in another order (~1e-6)
+    torch.testing.assert_close(chunked["vectors"][3], whole["vectors"][1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked["vectors"][-1], whole["vectors"][-1], rtol=1e-5, atol=1e-5)
     assert all(n > 0 for n in chunked["update_norm"])
 
 

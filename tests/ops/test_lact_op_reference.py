@@ -13,7 +13,7 @@ from modeling_lact_audio.kernels import (
     lact_swiglu_reference,
     newton_schulz,
 )
-from modeling_lact_audio.kernels.chunk import _gradients
+from modeling_lact_audio.kernels.chunk import chunk_gradient, dense_update
 from tests.lact_op_utils import make_inputs, padding_mask
 
 CASES = list(itertools.product(ORDERS, [0, 5], [False, True], [False, True], [False, True]))
@@ -64,8 +64,15 @@ def test_update_is_the_negative_weighted_gradient_of_the_dot_product_loss():
     k = x["k"][0].transpose(0, 1)  # [H, T, D]
     v = x["v"][0].transpose(0, 1)
     lr = x["lr"][0].transpose(0, 1)  # [H, T, 3]
-    stacked = _gradients(torch.cat([W[0], W[2], W[1].mT], dim=1), k, v, lr)  # rows: w0, w2, w1^T
-    got = [stacked[:, :7], stacked[:, 14:].mT, stacked[:, 7:14]]
+    W02, W1t = torch.cat([W[0], W[2]], dim=1), W[1].mT  # working layout: rows w0, w2; w1^T
+    for grad_mode in (False, True):  # in-place (inference) and autograd-friendly formulations
+        with torch.set_grad_enabled(grad_mode):
+            lr_ = lr.clone().requires_grad_(grad_mode)
+            dW02, dW1t = dense_update(*chunk_gradient(W02, W1t, k, v, lr_), k, v)
+        _check_negative_gradients(W, k, v, lr, [dW02[:, :7].detach(), dW1t.mT.detach(), dW02[:, 7:].detach()])
+
+
+def _check_negative_gradients(W, k, v, lr, got):
     for i in range(3):
         Wg = [w.detach().clone().requires_grad_(True) for w in W]
         out = torch.einsum(
@@ -123,11 +130,12 @@ def test_weight_norm_restores_initial_row_norms():
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_token_blocked_chunks_equal_the_reference_with_gradients(order, monkeypatch):
-    """On the CPU a long chunk is processed in cache-sized token blocks: force 64-token blocks."""
+    """On the CPU inference processes a long chunk in cache-sized token blocks (force 64-token blocks: 64, 64, 32);
+    with autograd recording the same values come from the out-of-place steps, gradients included."""
     from modeling_lact_audio.kernels import chunk as chunk_module
 
     monkeypatch.setattr(chunk_module, "CPU_BLOCK_BYTES", 1)
-    assert chunk_module._token_block(torch.zeros(1, 300, 1), 4, 10) == 64
+    assert chunk_module.token_block(torch.zeros(1, 300, 1), 4 * 10 * 8) == 64
     x = make_inputs(B=2, T=200, H=2, D=6, Dh=10, seed=5, requires_grad=True)
     mask = padding_mask(2, 200, [200, 150])
     outs = []
@@ -142,3 +150,50 @@ def test_token_blocked_chunks_equal_the_reference_with_gradients(order, monkeypa
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-8, atol=1e-8)
     for a, b in zip(outs[0][2], outs[1][2]):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8)
+    with torch.no_grad():  # the in-place, token-blocked path
+        state = FastWeightState.from_weights(x["w0"], x["w1"], x["w2"])
+        o, s = lact_swiglu(
+            x["q"], x["k"], x["v"], x["lr"], state, chunk_size=160, order=order, momentum=x["momentum"], mask=mask
+        )
+    torch.testing.assert_close(o, outs[1][0], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(s.w0, outs[1][1], rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("T", [48, 50])
+def test_without_final_state_the_outputs_are_the_same(order, T):
+    """``output_final_state=False`` returns no state; apply_update then skips the last update, which no output reads."""
+    x = make_inputs(B=2, T=T, H=2, D=6, Dh=10, seed=7)
+    mask = padding_mask(2, T, [T, 30])
+    outs = []
+    for fn in (lact_swiglu, lact_swiglu_reference):
+        for keep in (True, False):
+            o, s = fn(
+                x["q"],
+                x["k"],
+                x["v"],
+                x["lr"],
+                x["state"],
+                chunk_size=16,
+                order=order,
+                mask=mask,
+                momentum=x["momentum"],
+                output_final_state=keep,
+            )
+            assert (s is None) == (not keep)
+            outs.append(o)
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_single_example_with_padding_equals_the_reference(order):
+    """B = 1: inference writes the reads straight into the output (no copy); padded outputs still zero."""
+    x = make_inputs(B=1, T=50, H=3, D=6, Dh=10, seed=11)
+    mask = padding_mask(1, 50, [37])
+    kw = dict(chunk_size=16, order=order, mask=mask, momentum=x["momentum"])
+    o, s = lact_swiglu(x["q"], x["k"], x["v"], x["lr"], x["state"], **kw)
+    o_ref, s_ref = lact_swiglu_reference(x["q"], x["k"], x["v"], x["lr"], x["state"], **kw)
+    torch.testing.assert_close(o, o_ref, rtol=1e-8, atol=1e-8)
+    _assert_states_close(s, s_ref, 1e-8)
+    assert torch.count_nonzero(o[:, 37:]) == 0

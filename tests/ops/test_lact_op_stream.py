@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modeling_lact_audio.kernels import FastWeightState, lact_swiglu
+from modeling_lact_audio.kernels import FastWeightState, check_values, lact_swiglu, value_checks_enabled
 from tests.lact_op_utils import make_inputs, padding_mask
 
 
@@ -171,9 +171,6 @@ BAD = [
     (dict(q=torch.zeros(2, 5, 2)), "q must be a 4-d tensor"),
     (dict(k=torch.zeros(2, 4, 2, 8)), "k must have the shape of q"),
     (dict(lr=torch.zeros(2, 5, 2, 2)), "lr must be"),
-    (dict(lr=-torch.ones(2, 5, 2, 3)), "non-negative"),
-    (dict(q=torch.full((2, 5, 2, 8), float("nan"))), "NaN"),
-    (dict(momentum=torch.ones(2, 5, 2)), r"\[0, 1\)"),
     (dict(mask=torch.ones(2, 5)), "bool"),
     (dict(mask=torch.ones(2, 6, dtype=torch.bool)), "mask must be"),
     (dict(order="causal"), "order must be one of"),
@@ -183,9 +180,17 @@ BAD = [
     (dict(state="weights"), "FastWeightState"),
 ]
 
+# Checks that read values: only under check_values(), since each one syncs the host.
+BAD_VALUES = [
+    (dict(lr=-torch.ones(2, 5, 2, 3)), "non-negative"),
+    (dict(q=torch.full((2, 5, 2, 8), float("nan"))), "NaN"),
+    (dict(lr=torch.full((2, 5, 2, 3), float("inf"))), "lr contains NaN or Inf"),
+    (dict(momentum=torch.ones(2, 5, 2)), r"\[0, 1\)"),
+    (dict(momentum=torch.full((2, 5, 2), float("nan"))), "momentum contains NaN"),
+]
 
-@pytest.mark.parametrize("override,message", BAD)
-def test_bad_inputs_raise_clear_value_errors(override, message):
+
+def _call_with(override):
     x = make_inputs(T=5, D=8, dtype=torch.float32)
     args = dict(
         q=x["q"],
@@ -200,8 +205,24 @@ def test_bad_inputs_raise_clear_value_errors(override, message):
         mask=None,
     )
     args.update(override)
+    return lact_swiglu(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("lr"), args.pop("state"), **args)
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_inputs_raise_clear_value_errors(override, message):
     with pytest.raises(ValueError, match=message):
-        lact_swiglu(args.pop("q"), args.pop("k"), args.pop("v"), args.pop("lr"), args.pop("state"), **args)
+        _call_with(override)
+
+
+@pytest.mark.parametrize("override,message", BAD_VALUES)
+def test_bad_values_raise_only_when_value_checks_are_on(override, message):
+    with check_values():
+        assert value_checks_enabled()
+        with pytest.raises(ValueError, match=message):
+            _call_with(override)
+    with check_values(False):
+        assert not value_checks_enabled()
+        _call_with(override)  # unchecked: garbage in, garbage out, and no host sync
 
 
 def test_bad_initial_weights_and_order_switch():
