@@ -1,0 +1,278 @@
+"""INT8 quantisation (``modeling_lact_audio.quantization``) on tiny random models, and eval/quantization_eval.py.
+
+Tolerances: int8 weights (per channel, 127 levels) and int8 activations (per token) change a tiny model's logits
+by about 1% of their norm; the tests allow 5%. Everything that must not change (reload, emulation, the fp32
+simulation of the fast-weight state) is compared exactly or to float32 rounding.
+"""
+
+import io
+import json
+import runpy
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import AutoModelForCTC, pipeline
+
+from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, mixer_lact_audio
+from modeling_lact_audio import quantization as Q
+from modeling_lact_audio.cpu_features import cpu_has_native_bf16
+from modeling_lact_audio.processors import LaCTCTCTokenizer, LaCTFeatureExtractor, LaCTProcessor
+from tests.model_testers import LaCTAudioModelTester
+
+EVAL_SCRIPT = Path(__file__).resolve().parents[2] / "eval" / "quantization_eval.py"
+TEXTS = ["hello world", "the quick brown fox", "lact adapts at test time"]
+TESTER = LaCTAudioModelTester()
+ORDERS = [("update_apply", "block_causal"), ("bidirectional", "bidirectional"), ("apply_update", "causal")]
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _ctc(**overrides) -> LaCTAudioForCTC:
+    torch.manual_seed(0)
+    return LaCTAudioForCTC(TESTER.ctc_config(**overrides)).eval()
+
+
+@torch.no_grad()
+def _logits(model, inputs) -> torch.Tensor:
+    return model(**inputs).logits
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    x, mask = TESTER.features(T=37, lengths=[37, 23])
+    return {"input_features": x, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("mode", Q.MODES)
+def test_quantised_ctc_is_close_to_fp32_and_keeps_fast_weights_fp32(mode, inputs):
+    fp32 = _ctc()
+    quantised = Q.quantize_model(_ctc(), mode)
+    reference, out = _logits(fp32, inputs), _logits(quantised, inputs)
+    assert out.shape == reference.shape and out.dtype == torch.float32
+    assert 0 < _relative_error(out, reference) < 0.05
+    assert Q.quantization_mode(quantised) == mode
+    assert set(Q.fast_weight_dtypes(quantised).values()) == {torch.float32}
+    mixer = quantised.model.layers[0].mixer
+    assert type(mixer.lr_proj.weight) is torch.nn.Parameter and type(mixer.momentum_proj.weight) is torch.nn.Parameter
+    assert type(mixer.qkv_proj.weight).__name__ == "Int8Tensor"
+    assert Q.model_bytes(quantised) < 0.6 * Q.model_bytes(fp32)
+    assert len(Q.quantizable_linears(fp32)) == len(Q.quantizable_linears(fp32, skip=())) - 2 * 2  # 2 layers
+
+
+@pytest.mark.parametrize("mode", Q.MODES)
+def test_quantised_generator_logits_are_close(mode):
+    torch.manual_seed(0)
+    config = TESTER.lm_config()
+    fp32 = LaCTAudioForCausalLM(config).eval()
+    torch.manual_seed(0)
+    quantised = Q.quantize_model(LaCTAudioForCausalLM(config).eval(), mode)
+    ids = torch.randint(0, config.codebook_size, (2 * config.num_codebooks, 21))
+    assert _relative_error(_logits(quantised, {"input_ids": ids}), _logits(fp32, {"input_ids": ids})) < 0.05
+    assert all(type(head.weight).__name__ == "Int8Tensor" for head in quantised.lm_heads)
+    assert type(quantised.embed_tokens[0].weight) is torch.nn.Parameter  # embeddings stay fp32
+
+
+@pytest.mark.parametrize("mode", Q.MODES)
+def test_save_load_round_trip_gives_identical_outputs(mode, inputs, tmp_path):
+    quantised = Q.quantize_model(_ctc(), mode)
+    Q.save_quantized(quantised, tmp_path / "q")
+    _ctc().save_pretrained(tmp_path / "fp32")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "torchao"
+    size = (tmp_path / "q" / "model.safetensors").stat().st_size
+    assert size < (tmp_path / "fp32" / "model.safetensors").stat().st_size  # hidden 16: torchao's metadata weighs
+    loaded = Q.load_quantized(tmp_path / "q")
+    assert Q.quantization_mode(loaded) == mode and not loaded.training
+    assert set(Q.fast_weight_dtypes(loaded).values()) == {torch.float32}
+    assert torch.equal(_logits(loaded, inputs), _logits(quantised, inputs))
+    Q.save_quantized(loaded, tmp_path / "again")  # a loaded quantised model saves again
+    assert torch.equal(_logits(Q.load_quantized(tmp_path / "again"), inputs), _logits(quantised, inputs))
+
+
+def test_quantised_folder_runs_in_the_asr_pipeline(tmp_path):
+    tokenizer = LaCTCTCTokenizer.from_texts(TEXTS)
+    extractor = LaCTFeatureExtractor(n_mels=8, sampling_rate=16000, hop_length=160)
+    processor = LaCTProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+    model = LaCTAudioForCTC(LaCTAudioModelTester(num_mel_bins=8, vocab_size=len(tokenizer)).ctc_config()).eval()
+    with torch.no_grad():  # a random model emits one token everywhere; a biased head writes characters
+        model.lm_head.bias.copy_(torch.linspace(0, 3, len(tokenizer)))
+    Q.save_quantized(Q.quantize_model(model, "int8_dynamic"), tmp_path, processor)
+    loaded = Q.load_quantized(tmp_path)
+    audio = (0.1 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
+    features = processor(audio=audio, sampling_rate=16000, return_tensors="pt")
+    expected = processor.batch_decode(_logits(loaded, dict(features)).argmax(-1))[0]
+    asr = pipeline("automatic-speech-recognition", model=loaded, tokenizer=tokenizer, feature_extractor=extractor)
+    assert expected and asr(audio)["text"] == expected
+    # the plain Auto class loads the folder too (transformers' torchao quantizer; the finite-weight check
+    # reads the int8 tensors dequantised)
+    auto = AutoModelForCTC.from_pretrained(tmp_path).eval()
+    assert torch.equal(_logits(auto, dict(features)), _logits(loaded, dict(features)))
+
+
+def test_bad_modes_models_and_folders_raise(tmp_path):
+    with pytest.raises(ValueError, match="unknown quantisation mode 'int4'"):
+        Q.quantize_model(_ctc(), "int4")
+    quantised = Q.quantize_model(_ctc(), "int8_dynamic")
+    with pytest.raises(ValueError, match="already quantised"):
+        Q.quantize_model(quantised, "int8_weight_only")
+    with pytest.raises(ValueError, match="fp32 model"):
+        Q.quantize_model(_ctc().to(torch.bfloat16), "int8_dynamic")
+    with pytest.raises(ValueError, match="nothing to quantise"):
+        Q.quantize_model(_ctc(), "int8_dynamic", skip=("model", "lm_head"))
+    with torch.device("meta"):
+        meta = LaCTAudioForCTC(TESTER.ctc_config())
+    with pytest.raises(ValueError, match="meta device"):
+        Q.quantize_model(meta, "int8_dynamic")
+    with pytest.raises(ValueError, match="not quantised"):
+        Q.save_quantized(_ctc(), tmp_path / "fp32")
+    _ctc().save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="no torchao-quantised model"):
+        Q.load_quantized(tmp_path / "plain")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        Q.load_quantized(tmp_path / "missing")
+    with pytest.raises(ValueError, match="half precision applies to an fp32 model"):
+        Q.to_half_precision(quantised, "bf16", allow_emulated=True)
+    with pytest.raises(ValueError, match="unknown precision"):
+        Q.half_precision_skip_reason("fp8", "cpu")
+    assert "never used here" in Q.half_precision_skip_reason("fp16", "cpu")
+    with pytest.raises(RuntimeError, match="fp16 inference not run"):
+        Q.to_half_precision(_ctc(), "fp16")
+
+
+@pytest.mark.skipif(cpu_has_native_bf16(), reason="this CPU runs bf16 natively")
+def test_bf16_refused_where_it_would_be_emulated():
+    assert "avx512_bf16" in Q.half_precision_skip_reason("bf16", "cpu")
+    with pytest.raises(RuntimeError, match="bf16 inference not run"):
+        Q.to_half_precision(_ctc(), "bf16")
+
+
+@pytest.mark.parametrize(
+    "precision",
+    ["bf16", "fp16"],
+)
+def test_half_precision_keeps_the_fast_weights_fp32(precision, inputs):
+    # numerics only (emulated on this CPU); not a speed result
+    fp32 = _ctc()
+    half = Q.to_half_precision(_ctc(), precision, allow_emulated=True)
+    dtype = Q.HALF_PRECISIONS[precision]
+    assert set(Q.fast_weight_dtypes(half).values()) == {torch.float32}
+    assert half.model.layers[0].mixer.qkv_proj.weight.dtype == dtype
+    out = _logits(
+        half, {"input_features": inputs["input_features"].to(dtype), "attention_mask": inputs["attention_mask"]}
+    )
+    assert out.dtype == dtype and _relative_error(out.float(), _logits(fp32, inputs)) < 0.05
+
+
+@pytest.mark.parametrize("K", [384, 1536])
+def test_exact_emulated_int_mm_is_bit_identical(K):
+    from torchao.kernel import intmm
+
+    g = torch.Generator().manual_seed(K)
+    a = torch.randint(-128, 128, (33, K), dtype=torch.int8, generator=g)
+    b = torch.randint(-128, 128, (K, 40), dtype=torch.int8, generator=g)
+    a[0], b[:, 0] = -128, -128  # the largest products, in one row and column
+    scales = torch.rand(33, 1, generator=g) * 1e-3
+    expected = intmm._int_scaled_matmul_cpu(a, b, scales)
+    with Q.exact_emulated_int_mm():
+        got = intmm._int_scaled_matmul_cpu(a, b, scales)
+    assert torch.equal(got, expected)
+    assert intmm._int_scaled_matmul_cpu.__name__ != "emulated"  # restored
+
+
+@pytest.mark.parametrize(("order", "pattern"), ORDERS)
+def test_rounded_fast_weights_simulation(order, pattern, inputs):
+    model = _ctc(lact_order=order, attention_pattern=pattern)
+    reference = _logits(model, inputs)
+    op = mixer_lact_audio.lact_swiglu
+    with Q.rounded_fast_weights("fp32") as stats:
+        chunked = _logits(model, inputs)
+    torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)  # the chunked path is the op
+    assert stats["updates"] > 0 and stats["error_sq"] == 0 and stats["update_sq"] > 0
+    errors = {}
+    for fmt in ("fp16", "bf16", "int8"):
+        with Q.rounded_fast_weights(fmt, round_inputs=True) as stats:
+            out = _logits(model, inputs)
+        errors[fmt] = stats["error_sq"]
+        assert 0 < _relative_error(out, reference) < 0.1
+    assert 0 < errors["fp16"] < errors["bf16"] < errors["int8"]  # 11, 8 and ~7 significant bits
+    assert mixer_lact_audio.lact_swiglu is op
+    with pytest.raises(ValueError, match="unknown state format"):
+        with Q.rounded_fast_weights("fp8"):
+            pass
+
+
+def test_round_to_format_int8_is_per_row():
+    w = torch.tensor([[1.0, -0.5, 0.25], [100.0, 3.0, -50.0]])
+    r = Q.round_to_format(w, "int8")
+    assert torch.equal(r[:, 0], w[:, 0]) and (r - w).abs().max() <= 100 / 127 / 2 + 1e-6
+    assert (r[0] - w[0]).abs().max() <= 1 / 127 / 2 + 1e-7
+
+
+def test_paired_difference():
+    a, t = np.array([1, 2, 3, 4]), np.full(4, 10)
+    assert Q.paired_difference(a, a, t) == (0.0, 0.0, 0.0)
+    diff, low, high = Q.paired_difference(a, a + np.array([1, 0, 1, 0]), t, samples=500)
+    assert diff == pytest.approx(0.05) and 0 <= low <= diff <= high <= 0.1
+    assert all(np.isnan(Q.paired_difference([], [], [])))
+    with pytest.raises(ValueError, match="one length"):
+        Q.paired_difference([1, 2], [1], [3, 3])
+
+
+def _wav(seconds: float, freq: float) -> dict:
+    t = np.arange(int(16000 * seconds)) / 16000
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, format="WAV")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+@pytest.mark.slow
+def test_quantization_eval_script_on_a_tiny_corpus(tmp_path):
+    rows = lambda n, seed: {
+        "audio": [_wav(1.0 + 0.3 * (i % 3), 200 + 90 * i + seed) for i in range(n)],
+        "text": [TEXTS[i % 3] for i in range(n)],
+        "uid": [f"u{seed}_{i}" for i in range(n)],
+    }
+    splits = ["test_seen", "test_noise", "train", "validation"]
+    corpus = datasets.DatasetDict(
+        {
+            s: datasets.Dataset.from_dict(rows(6, i)).cast_column("audio", datasets.Audio(decode=False))
+            for i, s in enumerate(splits)
+        }
+    )
+    corpus.save_to_disk(str(tmp_path / "corpus"))
+    tokenizer = LaCTCTCTokenizer.from_texts(TEXTS)
+    processor = LaCTProcessor(LaCTFeatureExtractor(n_mels=8, sampling_rate=16000, hop_length=160), tokenizer)
+    model = LaCTAudioForCTC(LaCTAudioModelTester(num_mel_bins=8, vocab_size=len(tokenizer)).ctc_config())
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    main = runpy.run_path(str(EVAL_SCRIPT), run_name="quantization_eval")["main"]
+    out = tmp_path / "out"
+    results = main(
+        [
+            "--model", f"tiny={tmp_path / 'model'}", "--corpus", str(tmp_path / "corpus"),
+            "--splits", "test_seen", "test_noise", "--rows", "4", "--latency-rows", "2", "--fast-weight-rows", "3",
+            "--generator-steps", "1", "--generator-rows", "2", "--samples", "50", "--output", str(out),
+        ]
+    )  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {"results.json", "REPORT.md", "quantization.png"}
+    saved = json.loads((out / "results.json").read_text())
+    tiny = saved["models"]["tiny"]
+    assert set(tiny["accuracy"]) == {"test_seen", "test_noise"}
+    entry = tiny["accuracy"]["test_seen"]["int8_dynamic"]["greedy"]
+    assert entry["utterances"] == 4 and len(entry["wer_diff"]) == 3 and 0 <= entry["wer_p"] <= 1
+    checks = tiny["systems"]["int8_dynamic"]
+    assert checks["reload_identical"] and checks["emulation_bit_identical"] and checks["pipeline_transcript_matches"]
+    assert tiny["systems"]["int8_weight_only"]["file_bytes"] < tiny["systems"]["fp32"]["file_bytes"]
+    assert tiny["speed"]["fp32"]["streaming"]["max_abs_diff_vs_offline"] < 1e-4  # the stream equals one call
+    assert set(tiny["fast_weights"]["carried"]["state"]) == {"bf16", "fp16", "int8"}
+    assert set(saved["generator"]["systems"]) == {"fp32", *Q.MODES}
+    assert saved["half_precision"]["fp16"] is not None
+    report = (out / "REPORT.md").read_text()
+    assert "## Fast weights: fp32 against lower-precision storage" in report and "## Generator" in report
+    assert results["rows_per_split"] == 4
