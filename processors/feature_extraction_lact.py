@@ -47,9 +47,9 @@ class LaCTFeatureExtractor(SequenceFeatureExtractor):
         feature_type: ``"log_mel"`` or ``"waveform"``.
         sampling_rate: the rate features are computed at (Hz).
         resample: resample other rates (else they raise ``ValueError``).
-        n_mels, n_fft, win_length, hop_length, window, f_min, f_max, mel_scale, mel_norm, mel_floor,
-            pad_mode: log-mel parameters (see ``processors/log_mel.py``); ``hop_length`` and
-            ``window`` also set waveform framing.
+        n_mels, n_fft, win_length, hop_length, window, f_min, f_max, mel_scale, mel_norm, mel_floor, pad_mode:
+            log-mel parameters (see ``processors/log_mel.py``); ``hop_length`` and ``window`` also set
+            waveform framing.
         frame_length: waveform frame length in samples, or None for the unframed waveform.
         normalization, global_mean, global_std, speaker_stats, norm_eps: see above.
         padding_value: value of padded features (0 is the mean after normalisation).

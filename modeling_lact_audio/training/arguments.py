@@ -78,7 +78,13 @@ class TrainArguments:
     save_steps: int = 100
     keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept (Accelerate's total_limit)"})
     resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoints/latest if there"})
-    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, mlflow, all or none"})
+    report_to: str = field(
+        default="tensorboard",
+        metadata={
+            "help": "Accelerate trackers, comma-separated (tensorboard, mlflow, wandb), all or none; mlflow keeps "
+            "its store in output_dir/mlflow.db unless MLFLOW_TRACKING_URI is set (training/tracking.py)"
+        },
+    )
     eval_batch_size: int = 16
     progress_bar: bool = True
     stop_after_steps: int | None = field(

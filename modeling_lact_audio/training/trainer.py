@@ -9,7 +9,8 @@ holds ``checkpoints/checkpoint_N`` (Accelerate state after step N: weights, opti
 scheduler and the data position as ``training_state.json``; no pickle is ever loaded with code in it,
 see ``checkpoint_files.py``; the newest ``keep_checkpoints`` are kept), ``last/`` and ``best/``
 (``save_pretrained`` model + processor, ready for ``from_pretrained`` and
-``pipeline("automatic-speech-recognition")``), ``log.jsonl`` (one line per step) and TensorBoard logs.
+``pipeline("automatic-speech-recognition")``), ``log.jsonl`` (one line per step) and the trackers' logs
+(TensorBoard; with ``--report_to mlflow`` an MLflow store, ``mlflow.db`` and ``mlruns/``, see ``tracking.py``).
 Rerunning the same command resumes from the newest complete checkpoint exactly where it stopped.
 """
 
@@ -53,6 +54,7 @@ from .data import (
 )
 from .evaluation import evaluate_asr, evaluate_lm
 from .models import build_model, check_memory, check_model_arguments
+from .tracking import hyperparameter_provenance, log_run_end, log_run_start, log_with, tracker_init_kwargs
 
 COMPLETE = "COMPLETE"  # written into a checkpoint folder once every process has finished saving it
 
@@ -162,14 +164,13 @@ def train(model_args, data_args, train_args) -> dict:
     # -------------------------------------------------------------------------
     # Accelerate: processes, device, precision, accumulation, trackers, checkpoint rotation.
     precision = mixed_precision(train_args.mixed_precision, device_type)
-    report_to = {"none": None, "all": "all"}.get(train_args.report_to, train_args.report_to.split(","))
     # cpu=True on a GPU-less host: with `accelerate launch --multi_gpu --num_processes 2` this makes the
     # processes join one gloo group (MULTI_CPU) instead of running as independent single processes.
     accelerator = Accelerator(
         cpu=device_type == "cpu",
         mixed_precision=precision,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
-        log_with=report_to,
+        log_with=log_with(train_args.report_to),
         project_config=ProjectConfiguration(
             project_dir=str(run_dir), automatic_checkpoint_naming=True, total_limit=max(1, train_args.keep_checkpoints)
         ),
@@ -308,9 +309,15 @@ def train(model_args, data_args, train_args) -> dict:
         "num_processes": world,
         "train_rows": len(train_rows),
         "vocab_size": len(tokenizer),
+        **hyperparameter_provenance(data_args.corpus),
     }
     hyperparameters = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hyperparameters.items()}
-    accelerator.init_trackers(run_dir.name, config=hyperparameters)
+    resumed_step = data_state.completed_steps
+    accelerator.init_trackers(
+        run_dir.name, config=hyperparameters, init_kwargs=tracker_init_kwargs(accelerator, run_dir, resumed_step)
+    )
+    model_config = json.loads(accelerator.unwrap_model(model).config.to_json_string())
+    log_run_start(accelerator, run_dir, model_config, hyperparameters, resumed_step)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run_config.json").write_text(json.dumps(hyperparameters, indent=1))
@@ -383,6 +390,7 @@ def train(model_args, data_args, train_args) -> dict:
     log_file = open(run_dir / "log.jsonl", "a") if accelerator.is_main_process else None
     t_start = time.time()
     frames_seen = 0
+    final_eval = {}  # the last validation of this run, for the trackers' final table
     while data_state.completed_steps < stop_at:
         sampler.set_epoch(data_state.epoch)
         skipped = data_state.step_in_epoch * accumulation
@@ -435,6 +443,7 @@ def train(model_args, data_args, train_args) -> dict:
                 result = validate()
                 if accelerator.is_main_process:
                     score = result["wer"] if task == "ctc" else result["loss"]
+                    final_eval = {"step": step, **result}
                     accelerator.log({f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, step=step)
                     log_file.write(json.dumps({"step": step, "eval": result}) + "\n")
                     log_file.flush()
@@ -465,6 +474,7 @@ def train(model_args, data_args, train_args) -> dict:
     if accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         log_file.close()
+    log_run_end(accelerator, final_eval, summary)
     accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
