@@ -75,8 +75,10 @@ class LaCTAudioMixer(nn.Module):
     def _lact(self, x, q, k, v, frame_mask, state):
         B, T, _ = x.shape
         H, D = self.lact_heads, self.lact_dim
-        lq = F.normalize(F.silu(q).view(B, T, H, D), dim=-1)
-        lk = F.normalize(F.silu(k).view(B, T, H, D), dim=-1)
+        # normalised in float32: F.normalize's eps (1e-12) is 0 in fp16, where an all-zero (padded) q or k
+        # would give 0/0 = NaN
+        lq = F.normalize(F.silu(q).float().view(B, T, H, D), dim=-1)
+        lk = F.normalize(F.silu(k).float().view(B, T, H, D), dim=-1)
         lv = F.silu(v).view(B, T, H, D)
         lr = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(B, T, H, 3)
         momentum = None

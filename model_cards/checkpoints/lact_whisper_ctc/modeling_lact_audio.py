@@ -152,13 +152,21 @@ def verify_weights_checksums(folder) -> None:
             )
 
 
+@torch.no_grad()
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite; quantised tensor subclasses (torchao) are checked dequantised."""
+    if type(tensor) not in (torch.Tensor, nn.Parameter) and hasattr(tensor, "dequantize"):
+        tensor = tensor.dequantize()
+    return bool(torch.isfinite(tensor).all())
+
+
 def check_finite_weights(model: nn.Module) -> None:
     """Raise ``ValueError`` naming every parameter or buffer holding NaN or infinity (loaded weights that
     are corrupt would otherwise give NaN logits and empty transcripts). Tensors on the meta device are skipped."""
     bad = [
         name
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]
-        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all())
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not _all_finite(tensor)
     ]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
