@@ -380,6 +380,8 @@ INVALID = [
     (dict(base_lr=0.0), "base_lr"),
     (dict(pad_token_id=50), "pad_token_id"),
     (dict(muon_steps=-1), "muon_steps"),
+    (dict(weight_norm=False), "weight_norm=False is not supported for mixer='lact'"),
+    (dict(weight_norm=0), "weight_norm=False is not supported"),
     (dict(task="asr"), "task must be one of"),
     (dict(frontend="mfcc"), "frontend must be one of"),
 ]
@@ -394,7 +396,7 @@ def test_invalid_configs_raise_clear_errors(overrides, message):
 @pytest.mark.parametrize("task", ["ctc", "lm"])
 def test_config_round_trip_keeps_every_field(tmp_path, task):
     config = (tester.ctc_config if task == "ctc" else tester.lm_config)(
-        use_momentum=False, weight_norm=False, base_lr=0.05
+        use_momentum=False, muon_steps=3, base_lr=0.05
     )
     config.save_pretrained(tmp_path)
     loaded = LaCTAudioConfig.from_pretrained(tmp_path)
