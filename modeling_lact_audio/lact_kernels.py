@@ -6,12 +6,16 @@ do not edit; edit kernels/ and run ``python run_scripts/bundle_kernels.py``. The
 """
 
 from __future__ import annotations
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+from typing import NamedTuple, Optional
 from typing import Optional
 import contextlib
+import functools
+import importlib
 import math
 import os
 import torch
@@ -664,6 +668,68 @@ def _renormalise(W02: Tensor, W1t: Tensor, norm02: Tensor, norm1t: Tensor):
     return W02.mul_(scale02), W1t.mul_(scale1t)
 
 
+class Steps(NamedTuple):
+    """A backend's out-of-place steps, with the signatures of this module's functions minus ``workspace``."""
+
+    read: Callable  # (W02, W1t, q) -> o
+    gradient: Callable  # (W02, W1t, k, v, lr) -> (x02, y1)
+    renormalise: Callable  # (W02, W1t, norm02, norm1t) -> (W02, W1t)
+
+
+TORCH_STEPS = Steps(read_chunk, chunk_gradient, _renormalise)
+BACKENDS = ("auto", "torch", "triton")
+
+
+@functools.cache
+def _triton_kernels():
+    """The package's ``kernels/triton``, or the ModuleNotFoundError that importing it raised: without triton, or
+    in a flat copy of this file (an exported Hub folder's ``lact_kernels.py``), which has no such subpackage.
+    Cached, so that such a copy does not search for it on every call."""
+    try:
+        if not __package__:
+            raise ModuleNotFoundError(f"{__name__} is not in a package: no Triton kernels next to it", name="triton")
+        return importlib.import_module(".triton", __package__)
+    except ModuleNotFoundError as error:
+        if error.name != "triton" and not (error.name or "").endswith(".triton"):
+            raise  # something else is missing: not a fallback case
+        return error
+
+
+def backend_steps(backend: str, device: torch.device) -> Steps:
+    """The steps of ``lact_swiglu(..., backend=...)`` for inputs on ``device``.
+
+    ``"torch"``: this module's (in place in eager inference). ``"triton"``: the fused kernels of
+    ``kernels/triton`` (CUDA; CPU tensors only under ``TRITON_INTERPRET=1``, Triton's interpreter).
+    ``"auto"``: Triton on CUDA where triton and the kernels import, else this module's; under
+    ``torch.compile`` always this module's (the compiler generates its own fused kernels from them).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"lact_swiglu: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and (device.type != "cuda" or torch.compiler.is_compiling())):
+        return TORCH_STEPS
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise ValueError(
+            f"lact_swiglu: backend='triton' runs on CUDA tensors, got tensors on {device}: move the inputs and "
+            "the state to CUDA, use backend='torch' (or 'auto'), or set TRITON_INTERPRET=1 before the first "
+            "import of triton to run the kernels in Triton's interpreter (slow; for tests)"
+        )
+    kernels = _triton_kernels()
+    if isinstance(kernels, ModuleNotFoundError):
+        if backend == "auto":
+            return TORCH_STEPS
+        raise ImportError(
+            f"lact_swiglu: backend='triton' needs triton and the Triton kernels of the installed lact-audio "
+            f"(modeling_lact_audio.kernels.triton; `pip install -e .[kernels]`), and {__name__} has none "
+            f"({kernels}); use backend='torch' or 'auto'"
+        ) from kernels
+    if device.type != "cuda" and not kernels.INTERPRETED:
+        raise ValueError(
+            "lact_swiglu: backend='triton' on CPU tensors needs Triton's interpreter, but TRITON_INTERPRET=1 was "
+            "set after kernels/triton was imported: set it before the first import"
+        )
+    return Steps(kernels.read_chunk, kernels.chunk_gradient, kernels.renormalise)
+
+
 def apply_update(
     W: tuple,
     M: Optional[tuple],
@@ -674,6 +740,7 @@ def apply_update(
     norms: Optional[tuple],
     muon_steps: int,
     inplace: bool = False,
+    renormalise: Callable = _renormalise,
 ):
     """One chunk's update of the fast weights: momentum, Newton-Schulz, ``W += dW``, renormalisation.
 
@@ -686,6 +753,7 @@ def apply_update(
         norms: ``(norm02 [BH, 2Dh, 1], norm1t [BH, 1, D])`` to renormalise to, or None (no renormalisation).
         muon_steps: Newton-Schulz iterations (0: none).
         inplace: W and M may be overwritten (tensors the caller owns, outside autograd and autocast).
+        renormalise: the renormalisation step (``Steps.renormalise``).
 
     Returns:
         ``(W, M)``: new tensors, or with ``inplace`` possibly the updated inputs. Without momentum a
@@ -712,7 +780,7 @@ def apply_update(
             dW = dW02, newton_schulz(dW1t, muon_steps)
         new_W = tuple(w.add_(d) if inplace else w + d for w, d in zip(W, dW))
     if norms is not None:
-        new_W = _renormalise(*new_W, *norms)
+        new_W = renormalise(*new_W, *norms)
     if has is not None:
         new_W = tuple(torch.where(has, n, w) for n, w in zip(new_W, W))
         new_M = None if new_M is None else tuple(torch.where(has, n, m) for n, m in zip(new_M, M))
@@ -767,6 +835,7 @@ def update_chunk(
     norms: Optional[tuple],
     muon_steps: int,
     workspace: Optional[dict] = None,
+    steps: Steps = TORCH_STEPS,
 ):
     """One chunk's update in the working layout: ``chunk_gradient`` then ``apply_update``.
 
@@ -775,11 +844,12 @@ def update_chunk(
             are updated in place.
         k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on padding); momentum: ``[BH, C]`` or None;
             mask: bool ``[BH, C]`` or None (False = padding: left out of the chunk's mean momentum).
+        steps: the backend's steps (``backend_steps``); used when ``workspace`` is None.
 
     Returns:
         The new ``(W, M)``.
     """
-    x02, y1 = chunk_gradient(*W, k, v, lr, workspace)
+    x02, y1 = steps.gradient(*W, k, v, lr) if workspace is None else chunk_gradient(*W, k, v, lr, workspace)
     beta = has = None
     if mask is not None:
         count = mask.sum(1)
@@ -787,18 +857,26 @@ def update_chunk(
     if M is not None:
         beta = momentum.mean(1) if mask is None else (momentum * mask).sum(1) / count.clamp(min=1)
     return apply_update(
-        W, M, (x02, y1, k, v), beta=beta, has=has, norms=norms, muon_steps=muon_steps, inplace=workspace is not None
+        W,
+        M,
+        (x02, y1, k, v),
+        beta=beta,
+        has=has,
+        norms=norms,
+        muon_steps=muon_steps,
+        inplace=workspace is not None,
+        renormalise=steps.renormalise,
     )
 
 
-def _read(W: tuple, q: Tensor, mask: Optional[Tensor], B: int, H: int, workspace=None, out=None) -> Tensor:
+def _read(W: tuple, q: Tensor, mask: Optional[Tensor], B: int, H: int, workspace=None, out=None, steps=TORCH_STEPS):
     """``read_chunk`` of ``q [BH, n, D]`` in the op's layout ``[B, n, H, D]`` (into ``out`` when given), zero
-    where ``mask [B, n]`` is False."""
+    where ``mask [B, n]`` is False; ``steps.read`` without a workspace."""
     n, D = q.shape[1:]
     if out is not None and (B == 1 or H == 1):  # out [B, n, H, D] is then a [BH, n, D] view: no copy
         read_chunk(*W, q, workspace, out=out.transpose(1, 2).view(B * H, n, D))
         return out if mask is None else out.mul_(mask[:, :, None, None])
-    o = read_chunk(*W, q, workspace).view(B, H, n, D).transpose(1, 2)
+    o = (steps.read(*W, q) if workspace is None else read_chunk(*W, q, workspace)).view(B, H, n, D).transpose(1, 2)
     if out is not None:
         return out.copy_(o) if mask is None else torch.mul(o, mask[:, :, None, None], out=out)
     return o if mask is None else o * mask[:, :, None, None].to(o.dtype)
@@ -818,6 +896,7 @@ def lact_swiglu(
     momentum: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
     output_final_state: bool = True,
+    backend: str = "auto",
 ):
     """LaCT SwiGLU fast-weight op: read the fast weights with ``q`` and update them chunk by chunk.
 
@@ -854,6 +933,9 @@ def lact_swiglu(
         output_final_state: False when the caller drops the state (a forward without cache): returns
             ``(o, None)``, and ``apply_update`` then skips the last chunk's update, which no output reads
             (like the official ``block_causal_lact_swiglu``, which returns no state).
+        backend: ``"torch"`` (the PyTorch steps of this module), ``"triton"`` (fused Triton kernels for the
+            read, the chunk gradient and the renormalisation; CUDA, or CPU under ``TRITON_INTERPRET=1``) or
+            ``"auto"`` (Triton for CUDA inputs in eager mode where it imports, else PyTorch). See ``backend_steps``.
 
     Returns:
         ``(o, new_state)``: ``o`` ``[B, T, H, D]`` (the state's dtype, or the autocast dtype under
@@ -868,6 +950,7 @@ def lact_swiglu(
     Under bf16 autocast the matmuls run in bf16 while the state stays in float32.
     """
     check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
+    steps = backend_steps(backend, q.device)
     B, T, H, D = q.shape
     if T == 0:
         return q.new_zeros(B, 0, H, D), state
@@ -919,7 +1002,8 @@ def lact_swiglu(
 
     # Eager inference works in place in buffers of its own (see read_chunk); autograd, autocast and
     # compilers get the out-of-place steps.
-    workspace = None if _out_of_place(q, k, v, lr, momentum, *W, *(norms or ()), *(M or ())) else {}
+    out_of_place = steps is not TORCH_STEPS or _out_of_place(q, k, v, lr, momentum, *W, *(norms or ()), *(M or ()))
+    workspace = None if out_of_place else {}
     o = None
     if workspace is not None:
         o = q.new_empty(B, T, H, D)
@@ -933,16 +1017,16 @@ def lact_swiglu(
     for i, (s, e, full) in enumerate(spans):
         out_i = None if o is None else o[:, starts[i] : starts[i] + sizes[i]]
         if order == "apply_update":
-            outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i))
+            outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i, steps))
         if order != "apply_update" or (full and (output_final_state or i < len(spans) - 1)):
             chunk = (None if heads[name] is None else heads[name][i] for name in STREAM_INPUTS)
-            W, M = update_chunk(W, M, *chunk, norms=norms, muon_steps=muon_steps, workspace=workspace)
+            W, M = update_chunk(W, M, *chunk, norms=norms, muon_steps=muon_steps, workspace=workspace, steps=steps)
         elif not full and output_final_state:
             new_pending = PendingChunk(**{name: None if t is None else t[:, s:e] for name, t in stream.items()})
         if order == "update_apply":
-            outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i))
+            outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i, steps))
     if order == "bidirectional":
-        outs.append(_read(W, q_heads, mask, B, H, workspace, o))
+        outs.append(_read(W, q_heads, mask, B, H, workspace, o, steps))
     if o is None:
         o = torch.cat(outs, 1) if len(outs) > 1 else outs[0].contiguous()  # [B, T, H, D]
 

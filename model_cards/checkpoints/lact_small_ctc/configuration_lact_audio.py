@@ -103,7 +103,8 @@ class LaCTAudioConfig(PreTrainedConfig):
         num_attention_heads: heads of the attention branch; num_lact_heads: heads of the fast weights.
         lact_hidden_multiplier: fast-weight hidden size ``Dh = multiplier * hidden_size / num_lact_heads``.
         lact_chunk_size: frames per fast-weight update; muon_steps (0 = off), use_momentum,
-            weight_norm, base_lr (initial per-token rate, ``softplus`` offset). Without momentum a chunk's
+            weight_norm (must stay True with ``mixer="lact"``: unnormalised fast weights grow without bound),
+            base_lr (initial per-token rate, ``softplus`` offset). Without momentum a chunk's
             update has rank <= chunk < Dh and Muon runs in its factor space (3x cheaper for the small
             preset's 160 ms streaming chunks); 600-step runs with and without momentum reach the same CER.
     ``task="ctc"``:
@@ -340,6 +341,13 @@ class LaCTAudioConfig(PreTrainedConfig):
         need(
             _is_int(self.muon_steps) and self.muon_steps >= 0,
             f"muon_steps must be an int >= 0, got {self.muon_steps!r}",
+        )
+        need(
+            self.weight_norm is True or self.mixer != "lact",
+            "weight_norm=False is not supported for mixer='lact': the fast weights' loss -<f_W(k), v> has no "
+            "minimum, so without renormalising their rows every update grows them (NaN within a few thousand "
+            "tokens without Muon, |output| ~1e10 after 200k tokens with it); keep weight_norm=True, or call "
+            f"the op lact_swiglu(weight_norm=False) directly for short-sequence experiments (got {self.weight_norm!r})",
         )
         need(
             _is_real(self.base_lr) and self.base_lr > 0,
