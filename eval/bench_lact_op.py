@@ -16,6 +16,15 @@ Usage::
         # ours against the official block_causal_lact_swiglu, alternating, best of N, outputs checked
         # (remove the file's CUDA torch.compile/autocast decorators first; the file is never vendored):
         # writes lact_op_compare.{md,json}
+
+On a GPU (``--device cuda``) it compares every implementation instead: eager PyTorch, Triton,
+``torch.compile``, the reference loop (small T) and, with ``--compare FILE``, the official function, in
+bf16 and fp32, forward and forward+backward, with TFLOP/s, shares of the GPU's bf16 peak (spec and a
+measured matmul), peak memory and one mixer (``modeling_lact_audio.benchmarks.op_gpu``)::
+
+    python eval/bench_lact_op.py --device cuda --quick   # about 2 minutes on an H200: lact_op_gpu_quick.*
+    python eval/bench_lact_op.py --device cuda           # about 5 minutes: lact_op_gpu.{json,md,png}
+    python eval/bench_lact_op.py --grid tiny --compile-backend eager   # the same code on the CPU, seconds
 """
 
 import argparse
@@ -30,9 +39,11 @@ from tqdm import tqdm
 from modeling_lact_audio.benchmarks.measure import cpu_model
 from modeling_lact_audio.benchmarks.op import bench_config, bench_reference, gemm_rate
 from modeling_lact_audio.benchmarks.op_compare import CLOCKS, GRID, compare, markdown
+from modeling_lact_audio.benchmarks.op_gpu import GRIDS, benchmark
 from modeling_lact_audio.cpu_features import cpu_has_native_bf16, describe_cpu
 
 RESULTS = Path(__file__).parent / "results"
+TOTAL_BUDGETS = {"quick": 100.0, "default": 270.0}  # seconds of measuring: about 2 and 5 minutes in all on an H200
 
 
 def grid(quick: bool):
@@ -90,9 +101,24 @@ def main(argv=None) -> dict:
     )
     compare_args.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     compare_args.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    gpu_args = parser.add_argument_group("--device cuda (or --grid): every implementation on a GPU")
+    gpu_args.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    gpu_args.add_argument(
+        "--grid", choices=tuple(GRIDS), default=None, help="default: quick with --quick, else default (tiny: CPU)"
+    )
+    gpu_args.add_argument(
+        "--total-budget",
+        type=float,
+        default=None,
+        help="seconds, after which points are recorded as skipped (default: quick 100, default 270, tiny none)",
+    )
+    gpu_args.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: a quick check)")
+    gpu_args.add_argument("--matmul-size", type=int, default=8192, help="n of the n^3 bf16 matmul (measured peak)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda" or args.grid is not None:
+        return run_gpu(args)
     if args.compare is not None:
         return run_compare(args)
     budget = args.budget or (0.5 if args.quick else 3.0)
@@ -151,6 +177,29 @@ def main(argv=None) -> dict:
     )
     print(f"wrote {args.output_dir / (stem + '.json')} and {args.output_dir / (stem + '.png')}")
     return out
+
+
+def run_gpu(args) -> dict:
+    """``--device cuda`` / ``--grid``: write ``lact_op_gpu[_GRID].{json,md,png}``, print the table."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device")
+    grid = args.grid or ("quick" if args.quick else "default")
+    stem = "lact_op_gpu" if grid == "default" else f"lact_op_gpu_{grid}"
+    result = benchmark(
+        grid,
+        args.device,
+        args.output_dir,
+        stem,
+        muon_steps=args.muon_steps,
+        budget_s=args.budget or 0.25,
+        total_budget_s=args.total_budget if args.total_budget is not None else TOTAL_BUDGETS.get(grid),
+        official_path=args.compare,
+        compile_backend=args.compile_backend,
+        matmul_n=args.matmul_size,
+    )
+    print((args.output_dir / f"{stem}.md").read_text())
+    print(f"wrote {args.output_dir / stem}.{{json,md,png}}")
+    return result
 
 
 def run_compare(args) -> dict:

@@ -31,6 +31,7 @@ from ..memory_measure import measure_training_step, training_batch
 from ..presets import PRESETS, preset_config
 
 MiB = 2**20
+KEY = ("preset", "task", "seconds", "batch_size", "gradient_checkpointing")
 
 
 def parse_point(text: str) -> tuple[str, float]:
@@ -158,7 +159,8 @@ def write_markdown(records: list, path: Path) -> None:
 
 
 def main(argv=None) -> list:
-    """Command line: measure every ``--point`` (each with checkpointing on and off); returns the records."""
+    """Command line: measure every ``--point`` (each with checkpointing on and off) that ``OUTPUT/memory_gpu.json``
+    does not hold yet, and add it there; returns all the records."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--point", type=parse_point, action="append", default=[], help="PRESET:SECONDS")
     parser.add_argument("--task", choices=("ctc", "lm"), default="ctc")
@@ -174,13 +176,17 @@ def main(argv=None) -> list:
         parser.error("give at least one --point PRESET:SECONDS")
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     args.output.mkdir(parents=True, exist_ok=True)
-    records = []
+    path = args.output / "memory_gpu.json"
+    records = json.loads(path.read_text()) if path.is_file() else []  # a later call adds its points
+    done = {tuple(r[k] for k in KEY) for r in records}
     for preset, seconds in points:
         for checkpointing in modes:
+            if (preset, args.task, seconds, args.batch_size, checkpointing) in done:
+                continue
             record = check_point(preset, args.task, seconds, args.batch_size, checkpointing, args.dry_run)
             records.append(record)
             print(json.dumps(record), flush=True)
-            (args.output / "memory_gpu.json").write_text(json.dumps(records, indent=2) + "\n")
+            path.write_text(json.dumps(records, indent=2) + "\n")
     write_markdown(records, args.output / "MEMORY_GPU.md")
     return records
 

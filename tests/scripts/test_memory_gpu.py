@@ -21,6 +21,8 @@ def test_dry_run_measures_and_writes_both_checkpointing_modes(tmp_path):
     assert json.loads((tmp_path / "memory_gpu.json").read_text()) == records
     table = (tmp_path / "MEMORY_GPU.md").read_text()
     assert table.count("| tiny | ctc | 2 |") == 2
+    # a second call keeps the points measured and adds none twice
+    assert memory_gpu.main(["--dry-run", "--output", str(tmp_path)]) == records
 
 
 def test_points_are_parsed_and_bad_ones_refused():
