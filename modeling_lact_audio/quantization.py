@@ -97,8 +97,11 @@ def quantizable_linears(model: nn.Module, skip=FAST_WEIGHT_LAYERS) -> list[str]:
 
 def quantization_mode(model: nn.Module) -> str | None:
     """``"int8_dynamic"`` / ``"int8_weight_only"`` for a model ``quantize_model`` or ``load_quantized`` made,
-    None for a model that is not quantised."""
-    from torchao.quantization import Int8Tensor
+    None for a model that is not quantised (always, where torchao is not installed: nothing can be quantised)."""
+    try:
+        from torchao.quantization import Int8Tensor
+    except ModuleNotFoundError:
+        return None
 
     for module in model.modules():
         weight = getattr(module, "weight", None)

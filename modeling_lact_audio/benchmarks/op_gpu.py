@@ -94,9 +94,21 @@ GRIDS = {
         Point(65536, 2, 256, 2048, ("official",)),
         Point(65536, 1, 512, 4096, ("official",)),
     ),
+    # a training batch's occupancy: batch x heads flattened into H (the op sees B*H alike), 8192 tokens
+    "occupancy": (
+        Point(8192, 32, 256, 2048, ("official",)),
+        Point(8192, 32, 256, 4096),
+        Point(8192, 16, 512, 2048, ("official",)),
+        Point(8192, 64, 128, 2048),
+    ),
 }
 # The mixer point: (preset, frames) per grid.
-MIXER_POINTS = {"tiny": ("tiny", 64), "quick": ("base", 16384), "default": ("base", 16384)}
+MIXER_POINTS = {
+    "tiny": ("tiny", 64),
+    "quick": ("base", 16384),
+    "default": ("base", 16384),
+    "occupancy": ("base", 65536),
+}
 
 
 def spec_peak_tflops(device_name: str | None) -> float | None:

@@ -191,9 +191,11 @@ def test_train_step_records_a_failure_and_exits_nonzero(tmp_path):
 def test_gpu_steps_import_without_the_packages_the_gpu_image_lacks():
     blocked = ("datasets", "evaluate", "jiwer", "soundfile", "torchcodec", "flash_attn", "torchao", "mlflow")
     code = (
-        f"import sys, importlib.util\nfor name in {blocked!r}: sys.modules[name] = None\n"
+        f"import sys, importlib.util, torch\nfor name in {blocked!r}: sys.modules[name] = None\n"
         "import modeling_lact_audio.benchmarks.op_gpu, modeling_lact_audio.benchmarks.train_step_gpu\n"
         "import modeling_lact_audio.benchmarks.memory_gpu, modeling_lact_audio.benchmarks.inference_gpu\n"
+        "from modeling_lact_audio import quantization\n"
+        "assert quantization.quantization_mode(torch.nn.Linear(2, 2)) is None\n"
         f"spec = importlib.util.spec_from_file_location('script', {str(SCRIPT)!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
     )
