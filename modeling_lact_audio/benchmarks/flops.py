@@ -80,6 +80,12 @@ def mixer_flops(config, T: int, mode: str = "fwd", useful: bool = False, keys: f
     return flops * (3 if mode == "fwd_bwd" else 1)
 
 
+def _baddbmm_flop(self_shape, a_shape, b_shape, out_shape=None, **kwargs) -> int:
+    """``baddbmm`` FLOPs from the operands' shapes ``[b, m, k] x [b, k, n]``: ``2 b m k n``."""
+    b, m, k = a_shape
+    return 2 * b * m * k * b_shape[-1]
+
+
 def counted_flops(module, T: int, mode: str) -> int:
     """FLOPs that ``FlopCounterMode`` counts for one call of a mixer on random ``[1, T, hidden]`` input.
 
@@ -90,7 +96,9 @@ def counted_flops(module, T: int, mode: str) -> int:
     d = module.config.hidden_size
     impl, module.config._attn_implementation = module.config._attn_implementation, "eager"
     x = torch.randn(1, T, d, requires_grad=mode == "fwd_bwd")
-    with FlopCounterMode(display=False) as counter:
+    # the op's in-place inference path adds its rank-C updates with baddbmm_, which has no formula of its own
+    inplace = {torch.ops.aten.baddbmm_: _baddbmm_flop}
+    with FlopCounterMode(display=False, custom_mapping=inplace) as counter:
         if mode == "fwd":
             with torch.no_grad():
                 module(x)

@@ -1,6 +1,6 @@
 """The Triton backend of the LaCT op against the PyTorch steps and the reference, forward and every gradient.
 
-Without CUDA the kernels run in Triton's numpy interpreter (``tests/ops/conftest.py`` sets
+Without CUDA the kernels run in Triton's numpy interpreter (``tests/conftest.py`` sets
 ``TRITON_INTERPRET=1``), in float64 where the kernels allow it, so tolerances stay tight; with CUDA
 the same tests run compiled kernels in float32 and bf16. Shapes are tiny: the interpreter runs one
 program at a time.
