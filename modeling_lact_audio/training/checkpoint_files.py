@@ -7,6 +7,12 @@ the exception: it unpickles their ``custom_checkpoint_N.pkl`` with ``weights_onl
 file there runs arbitrary code. lact-audio registers nothing; its own progress goes to JSON beside
 Accelerate's files, and :func:`check_checkpoint_files` refuses a folder holding any other file before
 anything in it is loaded.
+
+Under FSDP with ``fsdp_state_dict_type: FULL_STATE_DICT`` the main process writes the gathered weights as
+``pytorch_model_fsdp.bin`` and the optimizer as ``optimizer.bin`` with ``torch.save``; they are read back
+with ``weights_only=True`` too. A sharded state dict (torch.distributed.checkpoint) is refused before
+training (``trainer.sharding_strategy``): its ``.metadata`` file is read with ``pickle.load``, and its
+sub-folders would fail the check here anyway.
 """
 
 import json
@@ -15,10 +21,11 @@ from pathlib import Path
 
 TRAINING_STATE = "training_state.json"
 
-# The files Accelerate's save_state writes for one model, optimizer and scheduler, per process.
+# The files Accelerate's save_state writes for one model, optimizer and scheduler, per process (the model
+# under FSDP's full state dict: pytorch_model_fsdp.bin).
 _ACCELERATE_FILES = re.compile(
-    r"model(_\d+)?\.safetensors|(optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.bin|random_states_\d+\.pkl"
-    r"|scaler\.pt"
+    r"model(_\d+)?\.safetensors|pytorch_model_fsdp(_\d+)?\.bin"
+    r"|(optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt"
 )
 
 

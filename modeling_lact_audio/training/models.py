@@ -4,6 +4,7 @@ import json
 
 from ..asr import load_whisper
 from ..baselines import BaselineASRTransformer, BaselineAudioTransformer, build_wav2vec2_for_ctc, build_whisper
+from ..memory import STRATEGY_NAMES, model_state_bytes, parameter_count
 from ..modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC
 from ..presets import PRESETS, preset_config, training_memory_bytes
 from .arguments import MODELS, TASKS
@@ -70,11 +71,16 @@ def build_model(model_args, vocab_size: int | None = None, audio_tokenizer=None)
 def check_memory(
     model_args, data_args, lact_config, num_params: int, min_length: int, free_bytes: float, bytes_per_value: int,
     gradient_checkpointing: bool,
+    strategy: str = "ddp",
+    processes: int = 1,
+    device: str = "cuda",
 ) -> None:
     """Raise ``ValueError`` now, not after an hour, when a full micro-batch would not fit in ``free_bytes``.
 
     ``min_length``: the shortest training utterance in frames (a Whisper pads every row to its fixed
-    length, so its batch holds as many rows as the shortest utterances allow).
+    length, so its batch holds as many rows as the shortest utterances allow). ``strategy`` (``"ddp"``,
+    ``"zero2"`` or ``"fsdp"``, as in ``modeling_lact_audio.memory``), ``processes`` and ``device``: how the
+    model states are spread; sharded, each process holds the plan's per-process share of them.
     """
     frames = data_args.max_frames_per_batch // max(1, lact_config.total_stride)
     if model_args.model == "whisper":
@@ -82,11 +88,17 @@ def check_memory(
         # Every row is padded to Whisper's fixed length; its encoder has half the LaCT model's layers.
         frames = rows * model_args.whisper_max_source_positions // 2
     memory = training_memory_bytes(lact_config, num_params, frames, gradient_checkpointing, bytes_per_value)
-    need = memory["states"] + memory["activations"]
+    states = memory["states"]
+    if strategy != "ddp":
+        share = model_state_bytes(lact_config, "bf16" if bytes_per_value == 2 else "fp32", strategy, processes, device)
+        # The plan counts the LaCT model's parameters; a baseline sized from the same config is scaled to its own.
+        states = (share.persistent + share.working_copy) * num_params / parameter_count(lact_config)
+    need = states + memory["activations"]
     if need > 0.8 * free_bytes:
         fitting = int(data_args.max_frames_per_batch * 0.8 * free_bytes / need)
         raise ValueError(
             f"a batch of max_frames_per_batch={data_args.max_frames_per_batch} needs about {need / 2**30:.1f} GiB, "
-            f"more than the {free_bytes / 2**30:.1f} GiB free per process: lower max_frames_per_batch "
+            f"more than the {free_bytes / 2**30:.1f} GiB free per process ({STRATEGY_NAMES[strategy]} over "
+            f"{processes} process(es)): lower max_frames_per_batch "
             f"(to about {fitting}) or set --gradient_checkpointing"
         )

@@ -3,6 +3,11 @@
     python -m modeling_lact_audio.training run_scripts/configs/tiny_cpu.yaml [--model lact] [--max_steps 50] ...
     python run_scripts/train.py run_scripts/configs/tiny_cpu.yaml  (the same)
     accelerate launch --multi_gpu --num_processes 2 run_scripts/train.py run_scripts/configs/tiny_cpu.yaml
+    accelerate launch --config_file run_scripts/configs/accelerate/a40_3b_fsdp.yaml run_scripts/train.py ...
+
+Under FSDP (FULL_SHARD or SHARD_GRAD_OP, FSDP1 or FSDP2) the memory check counts sharded model states,
+checkpoints hold the full state dict written by Accelerate (``fsdp_state_dict_type: FULL_STATE_DICT``)
+and ``last/`` and ``best/`` the gathered weights.
 
 A YAML/JSON file (first argument) gives defaults; any flag after it overrides them. The run folder
 holds ``checkpoints/checkpoint_N`` (Accelerate state after step N: weights, optimizer, RNG; the
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 from transformers import WhisperProcessor, get_scheduler
 
@@ -71,6 +76,31 @@ def mixed_precision(requested: str, device_type: str) -> str:
         native = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_has_native_bf16()
         return "bf16" if native else "no"
     return resolve_mixed_precision(requested, device_type)
+
+
+def sharding_strategy(accelerator: Accelerator) -> str:
+    """The memory plan's strategy (``modeling_lact_audio.memory``) of this launch: ``"fsdp"`` under FSDP
+    FULL_SHARD (FSDP2: ``reshard_after_forward``), ``"zero2"`` under SHARD_GRAD_OP, else ``"ddp"``.
+
+    Raises:
+        ValueError: an FSDP launch whose ``fsdp_state_dict_type`` is not FULL_STATE_DICT. A sharded state
+            dict is saved with torch.distributed.checkpoint, whose ``.metadata`` file is read back with
+            ``pickle.load``, and resuming never unpickles (``checkpoint_files.py``).
+    """
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return "ddp"
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.state_dict_type.name != "FULL_STATE_DICT":
+        raise ValueError(
+            f"fsdp_state_dict_type {plugin.state_dict_type.name} is not supported: its checkpoints hold pickles "
+            "that resuming would have to load; set fsdp_state_dict_type: FULL_STATE_DICT in the Accelerate config"
+        )
+    if plugin.fsdp_version == 2:
+        return "fsdp" if plugin.reshard_after_forward else "zero2"
+    name = (plugin.sharding_strategy or plugin.reshard_after_forward).name
+    return {"FULL_SHARD": "fsdp", "HYBRID_SHARD": "fsdp", "SHARD_GRAD_OP": "zero2", "_HYBRID_SHARD_ZERO2": "zero2"}.get(
+        name, "ddp"
+    )
 
 
 def save_atomically(folder: Path, write) -> None:
@@ -177,7 +207,10 @@ def train(model_args, data_args, train_args) -> dict:
     )
     set_seed(train_args.seed)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    accelerator.print(f"{world} process(es) on {device}, mixed precision {accelerator.mixed_precision}")
+    strategy = sharding_strategy(accelerator)
+    # Sharded, the model runs only with every process taking part: all of them validate and gather weights.
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    accelerator.print(f"{world} process(es) on {device} ({strategy}), mixed precision {accelerator.mixed_precision}")
 
     # -------------------------------------------------------------------------
     # Data: the corpus splits, their lengths and the processor built from the training texts.
@@ -241,6 +274,9 @@ def train(model_args, data_args, train_args) -> dict:
             free / world if device.type == "cpu" else free,
             2 if precision == "bf16" else 4,
             train_args.gradient_checkpointing,
+            strategy,
+            world,
+            device.type,
         )
 
     # -------------------------------------------------------------------------
@@ -327,10 +363,14 @@ def train(model_args, data_args, train_args) -> dict:
     metrics = load_metrics() if task == "ctc" else None
 
     def save_model(folder: Path) -> None:
-        """``save_pretrained`` the model with its processor (and the audio tokenizer for --task lm)."""
+        """``save_pretrained`` the model with its processor (and the audio tokenizer for --task lm) from the
+        main process; every process calls it, as gathering FSDP's shards into one state dict takes them all."""
+        state_dict = accelerator.get_state_dict(model) if sharded else None
+        if not accelerator.is_main_process:
+            return
 
         def write(tmp: Path) -> None:
-            accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             processor.save_pretrained(tmp)
             if audio_tokenizer is not None:
                 audio_tokenizer.save_pretrained(tmp / "audio_tokenizer")
@@ -351,18 +391,19 @@ def train(model_args, data_args, train_args) -> dict:
         accelerator.wait_for_everyone()
 
     def validate() -> dict:
-        """Validation metrics on the main process (the others wait)."""
+        """Validation metrics on the main process (the others wait; sharded, they run the same batches)."""
         result = {}
-        if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
+        if accelerator.is_main_process or sharded:
+            # FSDP1 gathers the parameters outside the blocks only in its outermost wrapper's forward.
+            evaluated = model if sharded else accelerator.unwrap_model(model)
             workers = data_args.dataloader_num_workers
             if task == "lm":
                 result = evaluate_lm(
-                    unwrapped, eval_rows, collator, train_args.eval_batch_size, device, workers, accelerator.autocast
+                    evaluated, eval_rows, collator, train_args.eval_batch_size, device, workers, accelerator.autocast
                 )
             else:
                 result = evaluate_asr(
-                    unwrapped,
+                    evaluated,
                     processor,
                     eval_rows,
                     collator,
@@ -441,6 +482,7 @@ def train(model_args, data_args, train_args) -> dict:
                 )
             if step % train_args.eval_steps == 0 or step == train_args.max_steps:
                 result = validate()
+                improved = False
                 if accelerator.is_main_process:
                     score = result["wer"] if task == "ctc" else result["loss"]
                     final_eval = {"step": step, **result}
@@ -452,14 +494,14 @@ def train(model_args, data_args, train_args) -> dict:
                     for ref, hyp in result.get("examples", [])[:2]:
                         bar.write(f"  ref: {ref}\n  hyp: {hyp}")
                     if data_state.best_metric is None or score < data_state.best_metric:
-                        data_state.best_metric = score
-                        save_model(run_dir / "best")
-                best = [data_state.best_metric]
+                        data_state.best_metric, improved = score, True
+                best = [data_state.best_metric, improved]
                 broadcast_object_list(best, from_process=0)  # keep every process's copy (and checkpoint) equal
-                data_state.best_metric = best[0]
+                data_state.best_metric, improved = best
+                if improved:
+                    save_model(run_dir / "best")
             if step % train_args.save_steps == 0 or step == stop_at:
-                if accelerator.is_main_process:
-                    save_model(run_dir / "last")
+                save_model(run_dir / "last")
                 save_checkpoint()
         else:
             data_state.epoch, data_state.step_in_epoch = data_state.epoch + 1, 0

@@ -210,6 +210,12 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def get_input_embeddings(self):
+        """None: the backbone reads audio features or embeddings computed outside it, never token ids (the
+        generator's codebook embeddings live in ``LaCTAudioForCausalLM``). Accelerate's FSDP2 preparation and
+        torchao's quantise-while-loading ask every model for this."""
+        return None
+
     def _check_stream(self, cache: LaCTCache):
         if self.config.frontend == "whisper_encoder":
             return  # every call is a whole (offline) segment
