@@ -149,3 +149,20 @@ def test_fsdp_on_two_processes_resumes_exactly_and_saves_gathered_weights(corpus
             loaded = AutoModelForCTC.from_pretrained(tmp_path / run / saved).state_dict()
             assert loaded.keys() == gathered.keys()
             assert all(torch.equal(loaded[k], gathered[k]) for k in gathered), (run, saved)
+
+
+@pytest.mark.parametrize("name,expected", [("a40_1p3b_fsdp", "zero2"), ("a40_3b_fsdp", "fsdp")])
+def test_shipped_a40_configs_are_fsdp2_with_the_plans_strategy(name, expected):
+    import yaml
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    config = yaml.safe_load((ROOT / "run_scripts" / "configs" / "accelerate" / f"{name}.yaml").read_text())
+    fsdp = config["fsdp_config"]
+    assert config["distributed_type"] == "FSDP" and config["num_processes"] == 2 and fsdp["fsdp_version"] == 2
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        reshard_after_forward=fsdp["fsdp_reshard_after_forward"],
+        state_dict_type=fsdp["fsdp_state_dict_type"],
+    )
+    launch = SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=plugin))
+    assert sharding_strategy(launch) == expected  # the strategy the header's memory plan was made for
