@@ -46,8 +46,22 @@ def write_shard(rows: list[dict], path) -> None:
 
 
 def read_shard(path) -> list[dict]:
-    """The rows :func:`write_shard` wrote, in order."""
-    return pq.read_table(path).to_pylist()
+    """The rows :func:`write_shard` wrote, in order.
+
+    Raises:
+        FileNotFoundError: no shard at ``path`` (rebuild the corpus); ValueError: the file is not a Parquet shard
+            (corrupt, or replaced by something else; it is never executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus shard {path} is missing: rebuild the corpus (make corpus)")
+    try:
+        return pq.read_table(path).to_pylist()
+    except pa.ArrowInvalid as error:
+        raise ValueError(
+            f"corpus shard {path} is not a Parquet file written by the corpus builder ({error}); delete the "
+            "build folder and rebuild the corpus"
+        ) from error
 
 
 def _shard_rows(paths: list[str]):

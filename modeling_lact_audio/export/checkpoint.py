@@ -44,6 +44,11 @@ def write_generated_files(config: LaCTAudioConfig, target: Path) -> None:
     The code copies are what ``save_pretrained`` copies for ``register_for_auto_class``: the modules of
     the config class and of the architectures, and every file they import relatively.
     """
+    if not config.architectures:
+        raise ValueError(
+            "the config names no architectures (config.architectures is empty): it was not saved by a lact-audio "
+            "model's save_pretrained; export a trained run with run_scripts/export_checkpoint.py SOURCE TARGET"
+        )
     for name in config.architectures:
         custom_object_save(getattr(modeling_lact_audio, name), target)
     config = copy.deepcopy(config)
@@ -109,6 +114,11 @@ def refresh_code(folder: Path) -> list:
     Weights, processor files and ``README.md`` are left untouched. Returns the names of the files that changed.
     """
     folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} has no config.json: --refresh-code rewrites the code of an exported checkpoint folder "
+            "(export one with run_scripts/export_checkpoint.py SOURCE TARGET)"
+        )
     stale = stale_generated_files(folder)
     for name in {p.name for p in folder.glob("*.py")}:
         (folder / name).unlink()  # a module the package no longer ships must not linger

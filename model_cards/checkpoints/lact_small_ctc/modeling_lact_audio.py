@@ -4,10 +4,12 @@ import hashlib
 import importlib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -73,10 +75,28 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
         a local folder's weight files must match the sha256 sums of its export record (when present), and
         every loaded parameter and buffer must be finite. A local folder whose code copies differ from the
         installed package's gets a warning (:func:`warn_if_folder_code_differs`)."""
-        if pretrained_model_name_or_path is not None and os.path.isdir(str(pretrained_model_name_or_path)):
-            verify_weights_checksums(pretrained_model_name_or_path)
-            warn_if_folder_code_differs(pretrained_model_name_or_path)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        path = None if pretrained_model_name_or_path is None else str(pretrained_model_name_or_path)
+        if path is not None and os.path.isdir(path):
+            verify_weights_checksums(path)  # first: its message names the file the export record lists
+            check_checkpoint_folder(path)
+            warn_if_folder_code_differs(path)
+        elif path is not None and _looks_local(path):
+            raise FileNotFoundError(f"no checkpoint folder at {path!r}: pass a folder that save_pretrained wrote")
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except (SafetensorError, pickle.UnpicklingError) as error:
+            raise ValueError(
+                f"the weights file in {path} is corrupt, truncated or not plain tensors ({type(error).__name__}: "
+                f"{str(error).splitlines()[0]}): re-download or re-export the checkpoint"
+            ) from error
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(
+                f"the weights in {path} do not fit this config (missing, unexpected or differently shaped tensors; "
+                "the load report above names them): the folder's config.json and weights come from different "
+                "models, or the config was edited"
+            ) from error
         check_finite_weights(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 
@@ -94,6 +114,38 @@ logger = logging.get_logger(__name__)
 EXPORT_RECORD = "lact_export.json"
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _looks_local(path: str) -> bool:
+    """Whether ``path`` names a local folder rather than a Hub repo id (``name`` or ``namespace/name``)."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1
+
+
+def check_checkpoint_folder(folder) -> None:
+    """Raise a clear error when a local checkpoint ``folder`` lacks ``config.json`` or a weights file, or when its
+    ``config.json`` is not JSON (transformers would raise its own, less specific errors)."""
+    folder = str(folder)
+    config = os.path.join(folder, "config.json")
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"{folder} has no config.json: it is not a folder that save_pretrained wrote")
+    try:
+        with open(config, encoding="utf-8") as f:
+            json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config} is not valid JSON ({error}): the folder is corrupt; re-export it") from error
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{folder} has a config.json but no weights ({' or '.join(WEIGHT_FILES[::2])}): the save was interrupted "
+            "or the weights were not copied"
+        )
+
+
 def warn_if_folder_code_differs(folder) -> list:
     """In the installed package: warn when a local folder ships modeling code copies that differ from this
     package's code, and return their names (empty otherwise, and always empty inside a Hub folder's own code).
@@ -102,8 +154,9 @@ def warn_if_folder_code_differs(folder) -> list:
     over a folder's ``auto_map`` code, even with ``trust_remote_code=True``, so an edited or outdated folder
     would otherwise run the installed code without notice.
     """
-    if __package__ != "modeling_lact_audio" or not os.path.isfile(os.path.join(str(folder), "lact_ops.py")):
-        return []
+    has = lambda name: os.path.isfile(os.path.join(str(folder), name))  # noqa: E731
+    if __package__ != "modeling_lact_audio" or not has("lact_ops.py") or not has("config.json"):
+        return []  # without config.json, from_pretrained itself says what is missing
     # importlib, not an import statement: transformers copies every relative import of a Hub folder's code.
     checkpoint = importlib.import_module("modeling_lact_audio.export.checkpoint")
     differing = [name for name in checkpoint.stale_generated_files(folder) if name.endswith(".py")]
@@ -274,6 +327,11 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
             raise ValueError(
                 f"{given[0]} is empty (batch {inputs.shape[0]}, {n_inputs} time steps): pass at least one time step "
                 "of at least one example"
+            )
+        if cache is not None and len(cache) != len(self.layers):
+            raise ValueError(
+                f"past_key_values is a LaCTCache of {len(cache)} layers, but the model has {len(self.layers)}: make it "
+                "with LaCTCache(model.config.num_hidden_layers), or let the model create it (use_cache=True)"
             )
         if cache is not None and cache.batch_size not in (-1, inputs.shape[0]):
             raise ValueError(
@@ -537,7 +595,12 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
                 value_checks_enabled() and (ids.min() < 0 or ids.max() >= self.config.num_conditions)
             ):
                 raise ValueError(f"conditioning_ids must be [B={batch_size}] ids in [0, {self.config.num_conditions})")
-            prefix = prefix + self.condition_embed(ids)
+            try:
+                prefix = prefix + self.condition_embed(ids)
+            except IndexError as error:
+                raise ValueError(
+                    f"conditioning_ids must be ids in [0, {self.config.num_conditions}): one is out of range"
+                ) from error
         if conditioning_embeds is not None:
             if self.condition_proj is None:
                 raise ValueError("conditioning_embeds needs config.condition_dim > 0")
@@ -565,6 +628,8 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] % K:
             got = None if input_ids is None else tuple(input_ids.shape)
             raise ValueError(f"input_ids must be [B * num_codebooks, T] with num_codebooks={K}, got {got}")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must be integer codes (torch.long), got {input_ids.dtype}")
         if value_checks_enabled() and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= V):
             raise ValueError(
                 f"input_ids must be codes in [0, codebook_size={V}), got [{int(input_ids.min())}, "
@@ -573,7 +638,13 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         BK, T = input_ids.shape
         B = BK // K
         codes = input_ids.view(B, K, T)
-        embeds = sum(self.embed_tokens[k](codes[:, k]) for k in range(K))
+        try:
+            embeds = sum(self.embed_tokens[k](codes[:, k]) for k in range(K))
+        except IndexError as error:  # the CPU's embedding says so; a GPU's asserts on the device
+            raise ValueError(
+                f"input_ids must be codes in [0, codebook_size={V}): an id is out of range (find it with "
+                "modeling_lact_audio.kernels.check_values(), which checks the values first)"
+            ) from error
         mask = None
         if attention_mask is not None:
             mask = attention_mask.view(B, K, -1)[:, 0] if attention_mask.shape[0] == BK else attention_mask
