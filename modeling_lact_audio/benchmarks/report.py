@@ -376,5 +376,42 @@ def write_report(results, out_dir: Path, stem: str) -> Path:
             fn(results[section], out_dir / name)
             plots[key] = name
     path = out_dir / f"REPORT{suffix}.md"
-    path.write_text(render(results, plots))
+    path.write_text(render(results, plots) + render_companions(out_dir))
     return path
+
+
+def render_companions(out_dir: Path) -> str:
+    """Sections from the op's side-by-side runs saved next to the suite's JSON, when they are there:
+    ``lact_op_compare.json`` (``eval/bench_lact_op.py --compare``: ours against the official LaCT loop) and
+    ``lact_op_compile_cpu.json`` (``benchmarks.compile_cpu``: eager against ``torch.compile``)."""
+    import json
+
+    from .op_compare import markdown as compare_markdown
+
+    lines = []
+    compare = Path(out_dir) / "lact_op_compare.json"
+    if compare.is_file():
+        table = compare_markdown(json.loads(compare.read_text())).splitlines()
+        lines += ["", "## The op against the official LaCT loop (`lact_op_compare.json`)", "", *table[2:]]
+    compiled = Path(out_dir) / "lact_op_compile_cpu.json"
+    if compiled.is_file():
+        record = json.loads(compiled.read_text())
+        m = record["machine"]
+        lines += [
+            "",
+            "## `torch.compile` of the op on the CPU (`lact_op_compile_cpu.json`)",
+            "",
+            f"CPU: {m['cpu']} ({_cpu_features(m).removeprefix('- ')}), {record['threads']} thread(s); "
+            "forward without autograd, Muon on, "
+            "best of the repeats by process CPU time; compile = the first call's seconds.",
+            "",
+            "| heads x D, chunk | T | eager | compiled | speed-up | compile | max abs diff |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in record["points"]:
+            lines.append(
+                f"| {p['H']} x {p['D']}, chunk {p['chunk']} | {p['T']} | {p['eager_s'] * 1e3:.0f} ms | "
+                f"{p['compiled_s'] * 1e3:.0f} ms | {p['speedup']:.2f}x | {p['compile_s']:.0f} s | "
+                f"{p['max_abs_diff']:.1e} |"
+            )
+    return "\n".join(lines) + ("\n" if lines else "")
