@@ -14,7 +14,7 @@ import torch
 from modeling_lact_audio.benchmarks import suite
 from modeling_lact_audio.benchmarks.jobs import run_job
 from modeling_lact_audio.benchmarks.measure import PeakMemory, fit_exponent, measure, predicted_next, summarize
-from modeling_lact_audio.benchmarks.report import render, write_report
+from modeling_lact_audio.benchmarks.report import render, render_companions, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "eval" / "results" / "efficiency"
@@ -267,7 +267,9 @@ def test_committed_report_renders_from_its_json():
         "decode": "efficiency_decode.png",
         "stream": "efficiency_stream.png",
     }
-    assert render(results, plots) == (COMMITTED / "REPORT.md").read_text()
+    # the op's side-by-side runs saved beside it (the official loop, torch.compile) follow the suite's sections
+    assert render(results, plots) + render_companions(COMMITTED) == (COMMITTED / "REPORT.md").read_text()
+    assert "## The op against the official LaCT loop" in render_companions(COMMITTED)
 
 
 def test_report_script_regenerates_next_to_the_json(tmp_path):
