@@ -78,6 +78,8 @@ def _mix_down(array: np.ndarray, where: str) -> np.ndarray:
         return array
     if array.ndim != 2:
         raise ValueError(f"{where}: expected audio of rank 1 [T] or 2 [T, C] / [C, T], got shape {array.shape}.")
+    if array.size == 0:  # before averaging: the mean of no samples is NaN
+        raise ValueError(f"{where}: the audio is empty (shape {array.shape}).")
     short_axis = int(np.argmin(array.shape))
     if array.shape[0] == array.shape[1] or array.shape[short_axis] > MAX_CHANNELS:
         raise ValueError(

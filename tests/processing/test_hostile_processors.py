@@ -121,3 +121,11 @@ def test_short_codes_decode_to_the_stated_length(audio_tokenizer):
         assert audio.shape == (1, (frames - 1) * hop) and torch.isfinite(audio).all()
     with pytest.raises(ValueError, match="at least 2 code frames"):
         audio_tokenizer.decode(torch.zeros(1, 2, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(0, 2), (2, 0), (0,)])
+def test_empty_multichannel_audio_is_called_empty_not_nan(shape):
+    from modeling_lact_audio.processors.audio_input import to_mono_float
+
+    with pytest.raises(ValueError, match="the audio is empty"):
+        to_mono_float(np.zeros(shape, dtype=np.float32))
