@@ -27,25 +27,11 @@ from pathlib import Path
 import torch
 
 from modeling_lact_audio.memory import GiB, estimate, frames_per_second
-from modeling_lact_audio.memory_measure import measure_training_step
+from modeling_lact_audio.memory_measure import measure_training_step, parse_point
 from modeling_lact_audio.presets import PRESETS, preset_config
 
 RESULTS = Path(__file__).parent / "results" / "memory_quantisation"
 KEY = ("preset", "task", "seconds", "batch_size", "gradient_checkpointing")
-
-
-def parse_point(text: str) -> tuple[str, float]:
-    """``"PRESET:SECONDS"`` -> ``(preset, seconds)``."""
-    try:
-        preset, seconds = text.split(":")
-        seconds = float(seconds)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a point is PRESET:SECONDS, e.g. tiny:4; got {text!r}") from None
-    if preset not in PRESETS:
-        raise argparse.ArgumentTypeError(f"unknown preset {preset!r} in {text!r}; choose one of {PRESETS}")
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"seconds must be > 0 in {text!r}")
-    return preset, seconds
 
 
 def check_point(preset: str, task: str, seconds: float, batch_size: int, checkpointing: bool) -> dict:

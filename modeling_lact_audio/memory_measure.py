@@ -7,6 +7,7 @@ GPU and what the estimate models; :func:`saved_tensor_bytes` counts what autogra
 
 from __future__ import annotations
 
+import argparse
 import weakref
 
 import torch
@@ -15,6 +16,7 @@ from torch.utils._pytree import tree_leaves
 
 from .configuration_lact_audio import LaCTAudioConfig
 from .memory import CTC_LABELS_PER_SECOND, _check_supported, frames_per_second
+from .presets import PRESETS
 
 
 def saved_tensor_bytes(fn, exclude=()) -> tuple[int, object]:
@@ -140,3 +142,17 @@ def measure_training_step(
     }
     result["peak"] = base["parameters"] + base["inputs"] + tracker.peak
     return result
+
+
+def parse_point(text: str) -> tuple[str, float]:
+    """``"PRESET:SECONDS"`` -> ``(preset, seconds)``."""
+    try:
+        preset, seconds = text.split(":")
+        seconds = float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a point is PRESET:SECONDS, e.g. tiny:4; got {text!r}") from None
+    if preset not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {preset!r} in {text!r}; choose one of {PRESETS}")
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be > 0 in {text!r}")
+    return preset, seconds

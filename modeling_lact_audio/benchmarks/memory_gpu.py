@@ -27,23 +27,11 @@ from pathlib import Path
 import torch
 
 from ..memory import estimate, frames_per_second
-from ..memory_measure import measure_training_step, training_batch
-from ..presets import PRESETS, preset_config
+from ..memory_measure import measure_training_step, parse_point, training_batch
+from ..presets import preset_config
 
 MiB = 2**20
 KEY = ("preset", "task", "seconds", "batch_size", "gradient_checkpointing")
-
-
-def parse_point(text: str) -> tuple[str, float]:
-    """``"PRESET:SECONDS"`` -> ``(preset, seconds)``; ``argparse.ArgumentTypeError`` when malformed."""
-    preset, _, seconds = text.partition(":")
-    try:
-        value = float(seconds)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a point is PRESET:SECONDS, e.g. base:30; got {text!r}") from None
-    if preset not in PRESETS or value <= 0:
-        raise argparse.ArgumentTypeError(f"unknown preset or non-positive seconds in {text!r}; presets: {PRESETS}")
-    return preset, value
 
 
 def measure_cuda_training_step(config, frames: int, batch_size: int, gradient_checkpointing: bool) -> dict:

@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .gpu_report import inference_table
+
 RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results"
 MEMORY_TOLERANCE = 0.15  # the estimate within 15% of the measured peak
 WER_POINTS = 1.0  # INT8 keeps WER within 1 point absolute of fp32
@@ -127,18 +129,7 @@ def report(results: Path) -> str:
             "",
         ]
     if half is not None:
-        lines += [
-            f"## Half precision on a GPU ({half['device']}, `../gpu/inference_gpu.json`)",
-            "",
-            "| precision | max rel. logit error | transcripts = fp32 | CER vs fp32 | RTF |",
-            "|---|---|---|---|---|",
-        ]
-        for name, p in half["precisions"].items():
-            lines.append(
-                f"| {name} | {p['max_relative_logit_error']:.1e} | {p['transcripts_equal_to_fp32']}/"
-                f"{half['recordings']} | {100 * p['cer_against_fp32']:.1f}% | {p['rtf']:.4f} |"
-            )
-        lines.append("")
+        lines += ["## Half precision on a GPU (`../gpu/inference_gpu.json`)", "", *inference_table(half), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from ..memory import training_memory_bytes
 from ..modeling_lact_audio import LaCTAudioForCTC, count_parameters
 from ..presets import preset_config
 from ..processors import LaCTCTCTokenizer, LaCTFeatureExtractor
-from ..training.arguments import parse_args
+from ..training.arguments import build_optimizer, parse_args
 from .measure import machine_info
 from .op_gpu import error_text, versions
 
@@ -113,13 +113,7 @@ def train_steps(model_args, data_args, train_args, device: str, steps: int, warm
     precision = mixed_precision(train_args.mixed_precision, device)
     accumulation = train_args.gradient_accumulation_steps
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=precision, gradient_accumulation_steps=accumulation)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train_args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train_args.learning_rate,
-        betas=(train_args.adam_beta1, train_args.adam_beta2),
-    )
+    optimizer = build_optimizer(model, train_args)  # the trainer's own
     num_params = count_parameters(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     rows, frames = micro_batch_shape(data_args, config)

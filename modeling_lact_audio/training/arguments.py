@@ -4,6 +4,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+import torch
 import yaml
 from transformers import HfArgumentParser
 
@@ -116,3 +117,14 @@ def parse_args(argv: list[str] | None = None, description: str | None = None):
         parser.set_defaults(**defaults)
         argv = argv[1:]
     return parser.parse_args_into_dataclasses(argv)
+
+
+def build_optimizer(model, train_args) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, without weight decay on 1-D ones (biases, norm scales)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train_args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train_args.learning_rate,
+        betas=(train_args.adam_beta1, train_args.adam_beta2),
+    )

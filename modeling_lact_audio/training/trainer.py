@@ -42,7 +42,7 @@ from ..processors import (
     LaCTFeatureExtractor,
     LaCTProcessor,
 )
-from .arguments import parse_args
+from .arguments import build_optimizer, parse_args
 from .checkpoint_files import TRAINING_STATE, check_checkpoint_files, read_training_state, write_training_state
 from .data import (
     FRAMES_PER_SECOND,
@@ -281,13 +281,7 @@ def train(model_args, data_args, train_args) -> dict:
 
     # -------------------------------------------------------------------------
     # Optimiser and schedule: the same for every model; no weight decay on 1-D parameters (biases, norm scales).
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": train_args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=train_args.learning_rate,
-        betas=(train_args.adam_beta1, train_args.adam_beta2),
-    )
+    optimizer = build_optimizer(model, train_args)
     # Stepped once per optimizer step by us (a prepared scheduler would step once per process).
     scheduler = get_scheduler(
         train_args.lr_scheduler,
@@ -521,6 +515,7 @@ def train(model_args, data_args, train_args) -> dict:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return summary
+
 
 
 def main(argv: list[str] | None = None) -> dict:
