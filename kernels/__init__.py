@@ -4,7 +4,8 @@ Public API, one contract for every implementation::
 
     state = FastWeightState.from_weights(w0, w1, w2)   # w0, w2: [B,H,Dh,D]; w1: [B,H,D,Dh]
     o, state = lact_swiglu(q, k, v, lr, state, *, chunk_size, order="apply_update",
-                           muon_steps=5, weight_norm=True, momentum=None, mask=None, backend="auto")
+                           muon_steps=5, weight_norm=True, momentum=None, mask=None, backend="auto",
+                           update_rule="sgd", chunk_ends=None)   # update_rule: "sgd" | "adam"
     lact_swiglu_reference(...)   # same signature without backend, plain per-chunk loop, the test oracle
     newton_schulz(x, steps)
     with check_values(): ...     # also check input values (NaN/Inf, rate ranges); each check syncs the host
@@ -21,12 +22,13 @@ from .chunk import lact_swiglu
 from .naive import lact_swiglu_reference
 from .newton_schulz import newton_schulz
 from .state import FastWeightState, PendingChunk
-from .validation import ORDERS, check_values, value_checks_enabled
+from .validation import ORDERS, UPDATE_RULES, check_values, value_checks_enabled
 
 __all__ = [
     "FastWeightState",
     "PendingChunk",
     "ORDERS",
+    "UPDATE_RULES",
     "lact_swiglu",
     "lact_swiglu_reference",
     "check_values",

@@ -65,6 +65,10 @@ differences, each with its reason:
 9. **Options.** ``weight_norm`` (always on in the official op) and ``muon_steps`` (``use_muon``:
    five steps or none) are options here; the official layer's low-rank initial weights and learnable
    TTT output scale are not ported (the mixer has a per-head RMSNorm and a SiLU gate on the output).
+10. **Ablation options, not in the official op.** ``update_rule="adam"`` (a per-element normalised step
+   with a second moment carried in the state, instead of momentum + Muon) and ``chunk_ends`` (variable
+   chunk boundaries per example, ``chunk_size`` the longest chunk). Reason: the ablation study asks
+   whether Muon and fixed chunks matter; both are spelled out in ``lact_swiglu_reference`` below.
 """
 
 from typing import Optional
@@ -98,6 +102,132 @@ def _token_update(w0, w1, w2, k, v, lr):
     return dw0, dw1, dw2
 
 
+def _example_spans(ends: list, fill: int, n_pending: int, chunk_size: int):
+    """One example's chunks with variable boundaries, in its update stream (``n_pending`` pending tokens, then
+    the call's ``len(ends)`` tokens): ``([(s, e, complete), ...], positions of the chunk left open)``."""
+    spans, start, count = [], 0, fill
+    for t, end in enumerate(ends):
+        count += 1
+        if end or count == chunk_size:
+            spans.append((start, n_pending + t + 1, True))
+            start, count = n_pending + t + 1, 0
+    if start < n_pending + len(ends):
+        spans.append((start, n_pending + len(ends), False))
+    return spans, count
+
+
+def _run_spans(q, k_u, v_u, lr_u, mask_u, mom_u, n_p, W, M, V, count, norms, spans, opts):
+    """The chunk schedule over ``spans`` (shared by the batch) for the update stream ``k_u, v_u [B, n_p + T, H, D]``,
+    ``lr_u [B, n_p + T, H, 3]``, ``mask_u [B, n_p + T]``, ``mom_u [B, n_p + T, H]`` or None, whose first ``n_p``
+    tokens are pending ones; reads ``q [B, T, H, D]``. Returns ``(out, W, M, V, count, pending span or None)``."""
+    B, T, H, D = q.shape
+    order = opts["order"]
+    out = torch.zeros(B, T, H, D, dtype=q.dtype, device=q.device)
+
+    def read(s, e):
+        # s, e index the update stream; outputs are written for this call's tokens only.
+        for u in range(max(s, n_p), e):
+            out[:, u - n_p] = _swiglu_apply(W[0], W[1], W[2], q[:, u - n_p]) * mask_u[:, u, None, None]
+
+    def update(s, e):
+        nonlocal W, M, V, count
+        G = [torch.zeros_like(w) for w in W]
+        for u in range(s, e):
+            rate = lr_u[:, u] * mask_u[:, u, None, None]  # padded tokens learn nothing
+            for i, d in enumerate(_token_update(W[0], W[1], W[2], k_u[:, u], v_u[:, u], rate)):
+                G[i] = G[i] + d
+        real = mask_u[:, s:e].sum(1)  # [B]
+        has = (real > 0)[:, None, None, None]
+        dW = G
+        new_M = M
+        if mom_u is not None:
+            beta = (mom_u[:, s:e] * mask_u[:, s:e, None]).sum(1) / real.clamp(min=1)[:, None]  # [B, H]
+            new_M = [beta[..., None, None] * m + g for m, g in zip(M, G)]
+            dW = list(new_M)
+        new_V, new_count = V, count
+        if opts["update_rule"] == "adam":
+            b2, eps = opts["adam_beta2"], opts["adam_eps"]
+            new_V = [b2 * vv + (1 - b2) * g * g for vv, g in zip(V, G)]
+            new_count = count + 1
+            correction = (1 - b2 ** new_count.to(q.dtype))[..., None, None]  # [B, H, 1, 1]
+            rates = (lr_u[:, s:e] * mask_u[:, s:e, None, None]).sum(1) / real.clamp(min=1)[:, None, None]  # [B, H, 3]
+            dW = [
+                rates[..., i, None, None] * f / torch.sqrt(vv / correction + eps**2)
+                for i, (f, vv) in enumerate(zip(dW, new_V))
+            ]
+        if opts["muon_steps"] > 0:
+            dW = [
+                torch.stack(
+                    [torch.stack([newton_schulz(d[b, h], opts["muon_steps"]) for h in range(H)]) for b in range(B)]
+                )
+                for d in dW
+            ]
+        new_W = [w + d for w, d in zip(W, dW)]
+        if opts["weight_norm"]:
+            new_W = [w / (w.norm(dim=-1, keepdim=True) + 1e-5) * n0 for w, n0 in zip(new_W, norms)]
+        W = [torch.where(has, nw, w) for nw, w in zip(new_W, W)]
+        if mom_u is not None:
+            M = [torch.where(has, nm, m) for nm, m in zip(new_M, M)]
+        if opts["update_rule"] == "adam":
+            V = [torch.where(has, nv, vv) for nv, vv in zip(new_V, V)]
+            count = torch.where(has[..., 0, 0], new_count, count)
+
+    pending = None
+    for s, e, full in spans:
+        if order == "apply_update":
+            read(s, e)
+            if full and (opts["output_final_state"] or e < n_p + T):  # no output reads the last chunk's update
+                update(s, e)
+            elif not full:
+                pending = (s, e)
+        elif order == "update_apply":
+            update(s, e)
+            read(s, e)
+        else:
+            update(s, e)
+    if order == "bidirectional":
+        read(0, n_p + T)
+    return out, W, M, V, count, pending
+
+
+def _per_example(q, stream, n_p, has_pending, W, M, V, count, norms, ends, fills, chunk_size, opts):
+    """Variable chunk boundaries: ``_run_spans`` on one example at a time, each with its own chunks.
+
+    ``stream``: ``(k_u, v_u, lr_u, mask_u, mom_u)`` as in ``_run_spans``; the pending tokens of example b are the
+    last ``fills[b]`` of the first ``n_p`` (right-aligned) when ``has_pending``. ``ends``: bool ``[B, T]``.
+    Returns ``(out, W, M, V, count, pending, chunk_fill)`` for the whole batch.
+    """
+    B = q.shape[0]
+    one = lambda ts, b: ts if ts[0] is None else [t[b : b + 1] for t in ts]  # ts: lists of three or of None
+    outs, Ws, Ms, Vs, counts, opens, fill = [], [], [], [], [], [], []
+    for b in range(B):
+        n_b = fills[b] if has_pending else 0  # this example's pending tokens
+        own = [None if t is None else t[b : b + 1, n_p - n_b :] for t in stream]  # its update stream
+        spans, open_fill = _example_spans(ends[b].tolist(), fills[b], n_b, chunk_size)
+        count_b = None if count is None else count[b : b + 1]
+        out, W_b, M_b, V_b, count_b, open_span = _run_spans(
+            q[b : b + 1], *own, n_b, one(W, b), one(M, b), one(V, b), count_b, one(norms, b), spans, opts
+        )
+        outs.append(out)
+        Ws.append(W_b)
+        Ms.append(M_b)
+        Vs.append(V_b)
+        counts.append(count_b)
+        s, e = open_span if open_span is not None else (0, 0)
+        opens.append([None if t is None else t[:, s:e] for t in own])
+        fill.append(open_fill)
+    join = lambda per_b: per_b[0] if per_b[0][0] is None else [torch.cat(ts) for ts in zip(*per_b)]
+    count = None if counts[0] is None else torch.cat(counts)
+    pending = None
+    n_open = max(o[0].shape[1] for o in opens)
+    if n_open > 0:  # each example's open chunk, right-aligned, zeros (mask False) before it
+        left = lambda t: torch.cat([t.new_zeros(1, n_open - t.shape[1], *t.shape[2:]), t], 1)
+        k, v, lr, mask, mom = (None if o[0] is None else torch.cat([left(t) for t in o]) for o in zip(*opens))
+        pending = PendingChunk(k=k, v=v, lr=lr, momentum=mom, mask=mask)
+    fill = torch.tensor(fill, dtype=torch.long, device=q.device)
+    return torch.cat(outs), join(Ws), join(Ms), join(Vs), count, pending, fill
+
+
 def lact_swiglu_reference(
     q: Tensor,
     k: Tensor,
@@ -112,18 +242,39 @@ def lact_swiglu_reference(
     momentum: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
     output_final_state: bool = True,
+    update_rule: str = "sgd",
+    chunk_ends: Optional[Tensor] = None,
+    adam_beta2: float = 0.99,
+    adam_eps: float = 1e-8,
 ):
-    """Reference implementation of ``lact_swiglu`` (same contract, ``output_final_state`` included; see its docstring).
+    """Reference implementation of ``lact_swiglu`` (same contract without ``backend``; see its docstring).
+
+    ``update_rule="adam"`` is spelled out per chunk: ``V = b2 V + (1 - b2) G^2``, ``n += 1``,
+    ``dW_i = r_i * F_i / sqrt(V_i / (1 - b2^n) + eps^2)`` (``F`` the momentum buffer, or ``G``; ``r_i`` the
+    chunk's mean rate of matrix i over its real tokens). Variable chunk boundaries (``chunk_ends``, or a
+    stream that had them) run one example at a time: a plain loop over its tokens finds its chunks
+    (``_example_spans``), and the fixed-chunk schedule runs on them.
 
     Returns:
         ``(o, state)``: ``o`` ``[B, T, H, D]`` in the state's dtype, zero at padded positions; the new state.
     """
-    check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
+    check_lact_inputs(
+        q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask, update_rule, chunk_ends, adam_beta2, adam_eps
+    )
     B, T, H, D = q.shape
     dt = state.dtype
     q, k, v, lr = (t.to(dt) for t in (q, k, v, lr))
     mask = torch.ones(B, T, dtype=torch.bool, device=q.device) if mask is None else mask
     momentum = None if momentum is None else momentum.to(dt)
+    opts = dict(
+        order=order,
+        muon_steps=muon_steps,
+        weight_norm=weight_norm,
+        output_final_state=output_final_state,
+        update_rule=update_rule,
+        adam_beta2=adam_beta2,
+        adam_eps=adam_eps,
+    )
 
     # The stream to learn from: tokens of an unfinished chunk first, then this call's tokens.
     pend = state.pending
@@ -131,10 +282,11 @@ def lact_swiglu_reference(
     if pend is not None:
         if (pend.momentum is None) != (momentum is None):
             raise ValueError("lact_swiglu: momentum must be given in every call of a stream or in none")
+        pend_mask = torch.ones(B, n_p, dtype=torch.bool) if pend.mask is None else pend.mask
         k_u = torch.cat([pend.k.to(dt), k], 1)
         v_u = torch.cat([pend.v.to(dt), v], 1)
         lr_u = torch.cat([pend.lr.to(dt), lr], 1)
-        mask_u = torch.cat([pend.mask, mask], 1)
+        mask_u = torch.cat([pend_mask, mask], 1)
         mom_u = None if momentum is None else torch.cat([pend.momentum.to(dt), momentum], 1)
     else:
         k_u, v_u, lr_u, mask_u, mom_u = k, v, lr, mask, momentum
@@ -144,61 +296,27 @@ def lact_swiglu_reference(
     M = [state.m0, state.m1, state.m2]
     if mom_u is not None:
         M = [torch.zeros_like(w) if m is None else m for w, m in zip(W, M)]
-    out = torch.zeros(B, T, H, D, dtype=dt, device=q.device)
+    V, count = [state.v0, state.v1, state.v2], state.v_count
+    if update_rule == "adam" and state.v0 is None:
+        V, count = [torch.zeros_like(w) for w in W], torch.zeros(B, H, dtype=torch.long, device=q.device)
 
-    def read(s, e):
-        # s, e index the update stream; outputs are written for this call's tokens only.
-        for u in range(max(s, n_p), e):
-            out[:, u - n_p] = _swiglu_apply(W[0], W[1], W[2], q[:, u - n_p]) * mask[:, u - n_p, None, None]
-
-    def update(s, e):
-        nonlocal W, M
-        dW = [torch.zeros_like(w) for w in W]
-        for u in range(s, e):
-            rate = lr_u[:, u] * mask_u[:, u, None, None]  # padded tokens learn nothing
-            for i, d in enumerate(_token_update(W[0], W[1], W[2], k_u[:, u], v_u[:, u], rate)):
-                dW[i] = dW[i] + d
-        count = mask_u[:, s:e].sum(1)  # [B]
-        has = (count > 0)[:, None, None, None]
-        new_M = M
-        if mom_u is not None:
-            beta = (mom_u[:, s:e] * mask_u[:, s:e, None]).sum(1) / count.clamp(min=1)[:, None]  # [B, H]
-            new_M = [beta[..., None, None] * m + d for m, d in zip(M, dW)]
-            dW = list(new_M)
-        if muon_steps > 0:
-            dW = [
-                torch.stack([torch.stack([newton_schulz(d[b, h], muon_steps) for h in range(H)]) for b in range(B)])
-                for d in dW
-            ]
-        new_W = [w + d for w, d in zip(W, dW)]
-        if weight_norm:
-            new_W = [w / (w.norm(dim=-1, keepdim=True) + 1e-5) * n0 for w, n0 in zip(new_W, norms)]
-        W = [torch.where(has, nw, w) for nw, w in zip(new_W, W)]
-        if mom_u is not None:
-            M = [torch.where(has, nm, m) for nm, m in zip(new_M, M)]
-
-    spans = chunk_spans(state.seen - n_p, n_p + T, chunk_size)
-    new_pending = None
-    for s, e, full in spans:
-        if order == "apply_update":
-            read(s, e)
-            if full and (output_final_state or e < n_p + T):  # no output reads the last chunk's update
-                update(s, e)
-            else:
-                new_pending = PendingChunk(
-                    k=k_u[:, s:e],
-                    v=v_u[:, s:e],
-                    lr=lr_u[:, s:e],
-                    momentum=None if mom_u is None else mom_u[:, s:e],
-                    mask=mask_u[:, s:e],
-                )
-        elif order == "update_apply":
-            update(s, e)
-            read(s, e)
-        else:
-            update(s, e)
-    if order == "bidirectional":
-        read(0, n_p + T)
+    fill = None
+    if chunk_ends is None and state.chunk_fill is None:
+        spans = chunk_spans(state.seen - n_p, n_p + T, chunk_size)
+        stream = (k_u, v_u, lr_u, mask_u, mom_u)
+        out, W, M, V, count, open_span = _run_spans(q, *stream, n_p, W, M, V, count, norms, spans, opts)
+        new_pending = None
+        if open_span is not None:
+            s, e = open_span
+            pieces = (k_u, v_u, lr_u, mom_u, mask_u)
+            new_pending = PendingChunk(*(None if t is None else t[:, s:e] for t in pieces))
+    else:
+        ends = torch.zeros(B, T, dtype=torch.bool) if chunk_ends is None else chunk_ends
+        fills = [state.seen % chunk_size] * B if state.chunk_fill is None else state.chunk_fill.tolist()
+        stream = (k_u, v_u, lr_u, mask_u, mom_u)
+        out, W, M, V, count, new_pending, fill = _per_example(
+            q, stream, n_p, pend is not None, W, M, V, count, norms, ends, fills, chunk_size, opts
+        )
 
     new_state = FastWeightState(
         w0=W[0],
@@ -210,9 +328,14 @@ def lact_swiglu_reference(
         m0=M[0],
         m1=M[1],
         m2=M[2],
+        v0=V[0],
+        v1=V[1],
+        v2=V[2],
+        v_count=count,
         pending=new_pending,
         seen=state.seen + T,
         chunk_size=chunk_size if T > 0 else state.chunk_size,
+        chunk_fill=fill if T > 0 else state.chunk_fill,
     )
     check_lact_output(out, new_state, k, lr)
     return out, new_state if output_final_state else None

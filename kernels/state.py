@@ -23,6 +23,10 @@ class PendingChunk:
 
     Shapes: ``k, v: [B, n, H, D]``, ``lr: [B, n, H, 3]``, ``momentum: [B, n, H]`` or None,
     ``mask: [B, n]`` bool or None, with ``0 < n < chunk_size``.
+
+    With variable chunk boundaries (``FastWeightState.chunk_fill`` set) each example has its own
+    partial chunk: its tokens are the last ``chunk_fill[b]`` of the ``n = max(chunk_fill)`` positions
+    (right-aligned), and the positions before them are zeros with ``mask`` False (``mask`` is then never None).
     """
 
     k: Tensor
@@ -57,11 +61,17 @@ class FastWeightState:
             dim) of the weights the state was created from; weight renormalisation restores them.
         m0, m1, m2: momentum buffers, same shapes as the weights, or None before the first update
             with momentum.
+        v0, v1, v2: second moments of ``update_rule="adam"`` (running means of the squared chunk updates),
+            same shapes as the weights, or None before the first call with that rule.
+        v_count: ``[B, H]`` int64: the chunk updates folded into v0, v1, v2 (Adam's bias correction), or None.
         pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
         seen: number of tokens the stream has consumed (padding positions included), which fixes
             where chunk boundaries fall.
         chunk_size: the chunk size of the stream (set by the op's first call; None before it): a
             later call with another one is an error, since the chunk boundaries would move.
+        chunk_fill: ``[B]`` int64 or None: with variable chunk boundaries (the op's ``chunk_ends``), the
+            positions (padding included) of each example's current chunk so far; None while every chunk
+            boundary sits at a multiple of ``chunk_size`` from the start of the stream.
         working: ``(W02 [B*H, 2*Dh, D], W1t [B*H, Dh, D])`` or None: the op's working layout ((w0; w2)
             and w1^T) of which w0, w1, w2 are views, kept so that the next call of a stream need not
             copy them into it again. Only the op sets it; every transformation of the state drops it.
@@ -83,6 +93,11 @@ class FastWeightState:
     seen: int = 0
     chunk_size: Optional[int] = None
     working: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
+    v0: Optional[Tensor] = None
+    v1: Optional[Tensor] = None
+    v2: Optional[Tensor] = None
+    v_count: Optional[Tensor] = None
+    chunk_fill: Optional[Tensor] = None
 
     @classmethod
     def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
@@ -160,6 +175,11 @@ class FastWeightState:
             m0=opt(self.m0),
             m1=opt(self.m1),
             m2=opt(self.m2),
+            v0=opt(self.v0),
+            v1=opt(self.v1),
+            v2=opt(self.v2),
+            v_count=opt(self.v_count),
+            chunk_fill=opt(self.chunk_fill),
             pending=None if self.pending is None else self.pending.map(fn),
             working=None,
         )
@@ -169,7 +189,7 @@ class FastWeightState:
         return self._map(lambda t: t.detach())
 
     def to(self, device) -> FastWeightState:
-        """The same state on another device (weights keep their dtype)."""
+        """The same state on another device (weights keep their dtype, counts stay int64)."""
         return self._map(lambda t: t.to(device))
 
     def index_select(self, batch_indices: Tensor) -> FastWeightState:
@@ -178,5 +198,6 @@ class FastWeightState:
 
     def reset_stream(self) -> FastWeightState:
         """Keep the adapted weights but start a new stream: chunk positions restart at 0 and the
-        pending tokens of the old stream are dropped (they belong to another utterance)."""
-        return replace(self, pending=None, seen=0, chunk_size=None)
+        pending tokens of the old stream are dropped (they belong to another utterance); momentum and
+        Adam's second moments are kept, like the weights."""
+        return replace(self, pending=None, seen=0, chunk_size=None, chunk_fill=None)

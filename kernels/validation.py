@@ -11,6 +11,7 @@ from torch import Tensor
 from .state import FastWeightState
 
 ORDERS = ("apply_update", "update_apply", "bidirectional")
+UPDATE_RULES = ("sgd", "adam")
 
 _CHECK_VALUES = [os.environ.get("LACT_AUDIO_CHECK_VALUES", "0") not in ("", "0", "false", "False")]
 
@@ -53,11 +54,17 @@ def check_lact_inputs(
     muon_steps: int,
     momentum: Optional[Tensor],
     mask: Optional[Tensor],
+    update_rule: str = "sgd",
+    chunk_ends: Optional[Tensor] = None,
+    adam_beta2: float = 0.99,
+    adam_eps: float = 1e-8,
 ) -> None:
     """Raise ``ValueError`` naming the argument when an input of ``lact_swiglu`` is malformed.
 
     Expected: ``q, k, v: [B, T, H, D]``, ``lr: [B, T, H, 3]`` non-negative, ``momentum: [B, T, H]``
-    in [0, 1) or None, ``mask: [B, T]`` bool or None, a ``FastWeightState`` with matching B, H, D.
+    in [0, 1) or None, ``mask: [B, T]`` bool or None, ``chunk_ends: [B, T]`` bool or None, ``update_rule``
+    in ``UPDATE_RULES`` (``"adam"`` only with ``muon_steps == 0``, ``0 <= adam_beta2 < 1``, ``adam_eps > 0``),
+    a ``FastWeightState`` with matching B, H, D.
     Types, shapes and dtypes are always checked (no tensor is read); the values (NaN/Inf, negative
     rates, momentum outside [0, 1)) only when ``value_checks_enabled()``, since reading them syncs the host.
     """
@@ -67,6 +74,20 @@ def check_lact_inputs(
         raise ValueError(f"lact_swiglu: chunk_size must be an int >= 1, got {chunk_size!r}")
     if not isinstance(muon_steps, int) or muon_steps < 0:
         raise ValueError(f"lact_swiglu: muon_steps must be an int >= 0 (0 disables Muon), got {muon_steps!r}")
+    if update_rule not in UPDATE_RULES:
+        raise ValueError(f"lact_swiglu: update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
+    if update_rule == "adam":
+        if muon_steps > 0:
+            raise ValueError(
+                f"lact_swiglu: update_rule='adam' needs muon_steps=0, got {muon_steps}: Adam scales every element "
+                "of the update by its own running RMS, and Newton-Schulz would then replace that matrix by its "
+                "nearest orthogonal one, discarding exactly the per-element scaling Adam adds (and Adam's "
+                "magnitudes with it); use update_rule='sgd' for Muon"
+            )
+        if not (isinstance(adam_beta2, (int, float)) and 0 <= adam_beta2 < 1):
+            raise ValueError(f"lact_swiglu: adam_beta2 must lie in [0, 1), got {adam_beta2!r}")
+        if not (isinstance(adam_eps, (int, float)) and adam_eps > 0 and math.isfinite(adam_eps)):
+            raise ValueError(f"lact_swiglu: adam_eps must be a finite number > 0, got {adam_eps!r}")
     if not isinstance(state, FastWeightState):
         raise ValueError(
             "lact_swiglu: state must be a FastWeightState (build one with FastWeightState.from_weights), "
@@ -106,7 +127,21 @@ def check_lact_inputs(
             raise ValueError(f"lact_swiglu: mask must be None or a bool tensor [B, T] = {(B, T)}, got {got}")
         if mask.dtype != torch.bool:
             raise ValueError(f"lact_swiglu: mask must be bool (True = real token, False = padding), got {mask.dtype}")
-    inputs = {"q": q, "k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}
+    if chunk_ends is not None:
+        if not isinstance(chunk_ends, Tensor) or chunk_ends.shape != (B, T):
+            got = tuple(chunk_ends.shape) if isinstance(chunk_ends, Tensor) else type(chunk_ends).__name__
+            raise ValueError(
+                f"lact_swiglu: chunk_ends must be None or a bool tensor [B, T] = {(B, T)} (True at the last token of "
+                f"a chunk), got {got}"
+            )
+        if chunk_ends.dtype != torch.bool:
+            raise ValueError(f"lact_swiglu: chunk_ends must be bool (True = a chunk ends here), got {chunk_ends.dtype}")
+    if state.v0 is not None and update_rule != "adam":
+        raise ValueError(
+            f"lact_swiglu: the state carries Adam second moments (v0, v1, v2) of a stream updated with "
+            f"update_rule='adam'; continue it with that rule (got {update_rule!r}) or start from fresh weights"
+        )
+    inputs = {"q": q, "k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask, "chunk_ends": chunk_ends}
     for name, t in inputs.items():
         if t is not None and t.device != state.w0.device:
             raise ValueError(
@@ -145,9 +180,9 @@ def check_lact_inputs(
 
 
 def _check_state_finite(state: FastWeightState, what: str, cause: str) -> None:
-    tensors = [state.w0, state.w1, state.w2] + [m for m in (state.m0, state.m1, state.m2) if m is not None]
+    names = [n for n in ("w0", "w1", "w2", "m0", "m1", "m2", "v0", "v1", "v2") if getattr(state, n) is not None]
+    tensors = [getattr(state, n) for n in names]
     if not bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in tensors]).sum())):
-        names = [n for n in ("w0", "w1", "w2", "m0", "m1", "m2") if getattr(state, n) is not None]
         bad = [n for n in names if not bool(torch.isfinite(getattr(state, n)).all())]
         if bad:
             raise ValueError(f"lact_swiglu: {what} holds NaN or Inf in {', '.join(bad)} ({cause})")

@@ -5,11 +5,12 @@ import math
 
 from transformers import PreTrainedConfig
 
-from .lact_ops import ORDERS
+from .lact_ops import ORDERS, UPDATE_RULES
 
 TASKS = ("ctc", "lm")
 MIXERS = ("lact", "attention", "sliding_window")
 ATTENTION_PATTERNS = ("causal", "block_causal", "bidirectional")
+LR_MODES = ("learned", "fixed")
 
 # Fields that exist only for one task or one front end, with their defaults (None: derived in __init__).
 # A config carries (and serialises) the fields of its own task and front end, and rejects the others.
@@ -102,11 +103,19 @@ class LaCTAudioConfig(PreTrainedConfig):
             branch; ``None`` means unlimited (only valid for ``mixer="attention"``).
         num_attention_heads: heads of the attention branch; num_lact_heads: heads of the fast weights.
         lact_hidden_multiplier: fast-weight hidden size ``Dh = multiplier * hidden_size / num_lact_heads``.
-        lact_chunk_size: frames per fast-weight update; muon_steps (0 = off), use_momentum,
-            weight_norm (must stay True with ``mixer="lact"``: unnormalised fast weights grow without bound),
+        lact_chunk_size: frames per fast-weight update (with ``lact_chunk_ends`` in the forward call: the
+            longest chunk); muon_steps (0 = off), use_momentum,
+            weight_norm (must stay True with ``mixer="lact"``: unnormalised fast weights grow without bound,
+            unless ``allow_unnormalised_fast_weights=True``, for ablations on short sequences),
             base_lr (initial per-token rate, ``softplus`` offset). Without momentum a chunk's
             update has rank <= chunk < Dh and Muon runs in its factor space (3x cheaper for the small
             preset's 160 ms streaming chunks); 600-step runs with and without momentum reach the same CER.
+        lact_update_rule: ``"sgd"`` (default: the rate-weighted gradient, momentum, Muon) or ``"adam"`` (a
+            per-element normalised step with a second moment in the fast-weight state; needs ``muon_steps=0``);
+            see ``modeling_lact_audio.kernels.lact_swiglu``.
+        lact_lr_mode: ``"learned"`` (default: per-token rates ``softplus(lr_proj(x) + inverse_softplus(base_lr))``)
+            or ``"fixed"`` (every token's rate is ``base_lr``; the mixer has no ``lr_proj``).
+        allow_unnormalised_fast_weights: accept ``weight_norm=False`` with ``mixer="lact"`` (default False).
     ``task="ctc"``:
         frontend: ``"log_mel"`` (``input_features [B, T, num_mel_bins]``, causal conv subsampling),
             ``"waveform"`` (``input_values [B, L]``, wav2vec2-style conv encoder) or ``"whisper_encoder"``
@@ -148,6 +157,9 @@ class LaCTAudioConfig(PreTrainedConfig):
         use_momentum: bool = False,
         weight_norm: bool = True,
         base_lr: float = 0.01,
+        lact_update_rule: str = "sgd",
+        lact_lr_mode: str = "learned",
+        allow_unnormalised_fast_weights: bool = False,
         rms_norm_eps: float = 1e-6,
         rope_theta: float = 10000.0,
         hidden_dropout: float = 0.0,
@@ -193,6 +205,9 @@ class LaCTAudioConfig(PreTrainedConfig):
         self.use_momentum = use_momentum
         self.weight_norm = weight_norm
         self.base_lr = base_lr
+        self.lact_update_rule = lact_update_rule
+        self.lact_lr_mode = lact_lr_mode
+        self.allow_unnormalised_fast_weights = allow_unnormalised_fast_weights
         self.rms_norm_eps = rms_norm_eps
         self.rope_theta = rope_theta
         self.hidden_dropout = hidden_dropout
@@ -343,12 +358,31 @@ class LaCTAudioConfig(PreTrainedConfig):
             f"muon_steps must be an int >= 0, got {self.muon_steps!r}",
         )
         need(
-            self.weight_norm is True or self.mixer != "lact",
+            isinstance(self.allow_unnormalised_fast_weights, bool),
+            f"allow_unnormalised_fast_weights must be a bool, got {self.allow_unnormalised_fast_weights!r}",
+        )
+        need(
+            self.weight_norm is True
+            or self.mixer != "lact"
+            or (self.weight_norm is False and self.allow_unnormalised_fast_weights),
             "weight_norm=False is not supported for mixer='lact': the fast weights' loss -<f_W(k), v> has no "
             "minimum, so without renormalising their rows every update grows them (NaN within a few thousand "
-            "tokens without Muon, |output| ~1e10 after 200k tokens with it); keep weight_norm=True, or call "
-            f"the op lact_swiglu(weight_norm=False) directly for short-sequence experiments (got {self.weight_norm!r})",
+            "tokens without Muon, |output| ~1e10 after 200k tokens with it); keep weight_norm=True, or set "
+            "allow_unnormalised_fast_weights=True for ablations on short sequences (or call the op "
+            f"lact_swiglu(weight_norm=False) directly) (got weight_norm={self.weight_norm!r})",
         )
+        need(
+            self.lact_update_rule in UPDATE_RULES,
+            f"lact_update_rule must be one of {UPDATE_RULES}, got {self.lact_update_rule!r}",
+        )
+        need(
+            self.lact_update_rule != "adam" or self.muon_steps == 0,
+            f"lact_update_rule='adam' needs muon_steps=0 (got muon_steps={self.muon_steps!r}): Adam scales every "
+            "element of the fast-weight update by its own running RMS, and Newton-Schulz would replace that "
+            "matrix by its nearest orthogonal one, discarding the per-element scaling; use lact_update_rule='sgd' "
+            "for Muon",
+        )
+        need(self.lact_lr_mode in LR_MODES, f"lact_lr_mode must be one of {LR_MODES}, got {self.lact_lr_mode!r}")
         need(
             _is_real(self.base_lr) and self.base_lr > 0,
             f"base_lr must be > 0 (it is the softplus offset of the rates), got {self.base_lr!r}",

@@ -361,7 +361,8 @@ def _round_state(state: FastWeightState, fmt: str) -> FastWeightState:
     # detach() drops the op's cached working layout, which it would read instead of the rounded weights
     state = state.detach()
     return dataclasses.replace(
-        state, w0=r(state.w0), w1=r(state.w1), w2=r(state.w2), m0=r(state.m0), m1=r(state.m1), m2=r(state.m2)
+        state,
+        **{name: r(getattr(state, name)) for name in ("w0", "w1", "w2", "m0", "m1", "m2", "v0", "v1", "v2")},
     )
 
 
@@ -383,11 +384,12 @@ def rounded_fast_weights(fmt: str, round_inputs: bool = False):
     """Within: every LaCT mixer keeps its fast-weight state in ``fmt`` (``STATE_FORMATS``) between chunk updates.
 
     The op runs one chunk at a time (a stream split at chunk multiples equals one call): the state is rounded
-    (``round_to_format``: weights and momentum) before the first chunk and after every update, as if stored in
-    ``fmt``; each update itself is computed in fp32 from the rounded state. ``"bidirectional"`` updates chunk by
-    chunk, then reads every token with the final rounded weights. ``"fp32"`` runs the same chunked path without
-    rounding (it must equal the plain op: the check of this simulation). ``round_inputs``: q, k, v ``[B, T, H, D]``
-    are rounded to ``fmt`` too (int8: per token and head), as if the op's matmuls took operands in ``fmt``.
+    (``round_to_format``: weights, momentum and Adam second moments) before the first chunk and after every
+    update, as if stored in ``fmt``; each update itself is computed in fp32 from the rounded state.
+    ``"bidirectional"`` updates chunk by chunk, then reads every token with the final rounded weights.
+    ``"fp32"`` runs the same chunked path without rounding (it must equal the plain op: the check of this
+    simulation). ``round_inputs``: q, k, v ``[B, T, H, D]`` are rounded to ``fmt`` too (int8: per token and
+    head), as if the op's matmuls took operands in ``fmt``.
 
     Yields a dict filled while it runs: ``update_sq`` (sum over updates of ``||W_new - W_old||^2``, fp32 update),
     ``error_sq`` (``||round(W_new) - W_new||^2``: what storing the state in ``fmt`` changes), ``weight_sq``

@@ -30,3 +30,23 @@ def make_inputs(B=2, T=63, H=2, D=8, Dh=12, dtype=torch.float64, seed=0, require
 def padding_mask(B, T, lengths):
     """Bool ``[B, T]``: True for the first ``lengths[b]`` positions of example b."""
     return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def call_op(fn, x, state=None, sl=slice(None), use_mom=True, mask=None, **kw):
+    """``fn`` (the op or its reference) on the tokens ``sl`` of ``make_inputs``' dict ``x`` -> ``(o, state)``.
+
+    ``state``: None starts from ``x["state"]``; ``use_mom``: pass ``x["momentum"]``; ``mask [B, T]`` and any
+    ``chunk_ends [B, T]`` in ``kw`` are cut to ``sl`` too; the other keywords go to ``fn`` as they are.
+    """
+    if kw.get("chunk_ends") is not None:
+        kw["chunk_ends"] = kw["chunk_ends"][:, sl]
+    return fn(
+        x["q"][:, sl],
+        x["k"][:, sl],
+        x["v"][:, sl],
+        x["lr"][:, sl],
+        x["state"] if state is None else state,
+        momentum=x["momentum"][:, sl] if use_mom else None,
+        mask=None if mask is None else mask[:, sl],
+        **kw,
+    )

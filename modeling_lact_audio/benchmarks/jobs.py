@@ -185,14 +185,15 @@ def run_model(job):
 
 
 def cache_bytes(cache) -> int:
-    """Bytes held by the tensors of a ``LaCTCache`` (fast weights, momentum, pending chunk, window KV)."""
+    """Bytes held by the tensors of a ``LaCTCache`` (fast weights, momentum and second moments, pending chunk,
+    window KV)."""
     tensors = {}
     for lc in cache.layer_caches:
         for t in (lc.keys, lc.values, lc.key_mask):
             tensors[id(t)] = t
         if lc.fast is not None:
             f = lc.fast
-            for t in (f.w0, f.w1, f.w2, f.w0_norm, f.w1_norm, f.w2_norm, f.m0, f.m1, f.m2):
+            for t in (f.w0, f.w1, f.w2, f.w0_norm, f.w1_norm, f.w2_norm, f.m0, f.m1, f.m2, f.v0, f.v1, f.v2):
                 tensors[id(t)] = t
             if f.pending is not None:
                 for t in (f.pending.k, f.pending.v, f.pending.lr, f.pending.momentum, f.pending.mask):

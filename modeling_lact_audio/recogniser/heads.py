@@ -83,7 +83,8 @@ class CachedStatesCTC(nn.Module):
     ``projection`` (``d_model -> hidden_size``) then the blocks and CTC head of ``ctc`` (a
     ``LaCTAudioForCTC`` whose own front end is never called: it is frozen and left out of every count).
     ``forward(frontend_states [B, T, d_model], attention_mask [B, T], labels=None, past_key_values=None,
-    use_cache=None)`` -> ``LaCTCTCOutput``. Not yet a shippable folder: a ``frontend="whisper_encoder"``
+    use_cache=None, lact_chunk_ends=None)`` -> ``LaCTCTCOutput`` (``lact_chunk_ends [B, T]``: frames that end a
+    fast-weight chunk, see ``LaCTAudioModel``). Not yet a shippable folder: a ``frontend="whisper_encoder"``
     ``LaCTAudioForCTC`` that holds the encoder too is the next step of the recogniser issue.
     """
 
@@ -97,13 +98,16 @@ class CachedStatesCTC(nn.Module):
     def config(self) -> LaCTAudioConfig:
         return self.ctc.config
 
-    def forward(self, frontend_states, attention_mask, labels=None, past_key_values=None, use_cache=None):
+    def forward(
+        self, frontend_states, attention_mask, labels=None, past_key_values=None, use_cache=None, lact_chunk_ends=None
+    ):
         mask = attention_mask.bool()
         out = self.ctc.model(
             inputs_embeds=self.projection(frontend_states),
             attention_mask=mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
+            lact_chunk_ends=lact_chunk_ends,
         )
         logits = self.ctc.lm_head(self.ctc.dropout(out.last_hidden_state))
         lengths = mask.long().sum(-1)

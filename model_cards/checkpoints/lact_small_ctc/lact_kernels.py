@@ -29,6 +29,10 @@ class PendingChunk:
 
     Shapes: ``k, v: [B, n, H, D]``, ``lr: [B, n, H, 3]``, ``momentum: [B, n, H]`` or None,
     ``mask: [B, n]`` bool or None, with ``0 < n < chunk_size``.
+
+    With variable chunk boundaries (``FastWeightState.chunk_fill`` set) each example has its own
+    partial chunk: its tokens are the last ``chunk_fill[b]`` of the ``n = max(chunk_fill)`` positions
+    (right-aligned), and the positions before them are zeros with ``mask`` False (``mask`` is then never None).
     """
 
     k: Tensor
@@ -63,11 +67,17 @@ class FastWeightState:
             dim) of the weights the state was created from; weight renormalisation restores them.
         m0, m1, m2: momentum buffers, same shapes as the weights, or None before the first update
             with momentum.
+        v0, v1, v2: second moments of ``update_rule="adam"`` (running means of the squared chunk updates),
+            same shapes as the weights, or None before the first call with that rule.
+        v_count: ``[B, H]`` int64: the chunk updates folded into v0, v1, v2 (Adam's bias correction), or None.
         pending: tokens of the partial chunk at the end of the stream (``apply_update`` only).
         seen: number of tokens the stream has consumed (padding positions included), which fixes
             where chunk boundaries fall.
         chunk_size: the chunk size of the stream (set by the op's first call; None before it): a
             later call with another one is an error, since the chunk boundaries would move.
+        chunk_fill: ``[B]`` int64 or None: with variable chunk boundaries (the op's ``chunk_ends``), the
+            positions (padding included) of each example's current chunk so far; None while every chunk
+            boundary sits at a multiple of ``chunk_size`` from the start of the stream.
         working: ``(W02 [B*H, 2*Dh, D], W1t [B*H, Dh, D])`` or None: the op's working layout ((w0; w2)
             and w1^T) of which w0, w1, w2 are views, kept so that the next call of a stream need not
             copy them into it again. Only the op sets it; every transformation of the state drops it.
@@ -89,6 +99,11 @@ class FastWeightState:
     seen: int = 0
     chunk_size: Optional[int] = None
     working: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
+    v0: Optional[Tensor] = None
+    v1: Optional[Tensor] = None
+    v2: Optional[Tensor] = None
+    v_count: Optional[Tensor] = None
+    chunk_fill: Optional[Tensor] = None
 
     @classmethod
     def from_weights(cls, w0: Tensor, w1: Tensor, w2: Tensor) -> FastWeightState:
@@ -166,6 +181,11 @@ class FastWeightState:
             m0=opt(self.m0),
             m1=opt(self.m1),
             m2=opt(self.m2),
+            v0=opt(self.v0),
+            v1=opt(self.v1),
+            v2=opt(self.v2),
+            v_count=opt(self.v_count),
+            chunk_fill=opt(self.chunk_fill),
             pending=None if self.pending is None else self.pending.map(fn),
             working=None,
         )
@@ -175,7 +195,7 @@ class FastWeightState:
         return self._map(lambda t: t.detach())
 
     def to(self, device) -> FastWeightState:
-        """The same state on another device (weights keep their dtype)."""
+        """The same state on another device (weights keep their dtype, counts stay int64)."""
         return self._map(lambda t: t.to(device))
 
     def index_select(self, batch_indices: Tensor) -> FastWeightState:
@@ -184,8 +204,9 @@ class FastWeightState:
 
     def reset_stream(self) -> FastWeightState:
         """Keep the adapted weights but start a new stream: chunk positions restart at 0 and the
-        pending tokens of the old stream are dropped (they belong to another utterance)."""
-        return replace(self, pending=None, seen=0, chunk_size=None)
+        pending tokens of the old stream are dropped (they belong to another utterance); momentum and
+        Adam's second moments are kept, like the weights."""
+        return replace(self, pending=None, seen=0, chunk_size=None, chunk_fill=None)
 
 
 # ---- kernels/newton_schulz.py ----
@@ -317,6 +338,7 @@ def newton_schulz_factored(left: Tensor, right: Tensor, steps: int, add_to: Tens
 
 # ---- kernels/validation.py ----
 ORDERS = ("apply_update", "update_apply", "bidirectional")
+UPDATE_RULES = ("sgd", "adam")
 
 _CHECK_VALUES = [os.environ.get("LACT_AUDIO_CHECK_VALUES", "0") not in ("", "0", "false", "False")]
 
@@ -359,11 +381,17 @@ def check_lact_inputs(
     muon_steps: int,
     momentum: Optional[Tensor],
     mask: Optional[Tensor],
+    update_rule: str = "sgd",
+    chunk_ends: Optional[Tensor] = None,
+    adam_beta2: float = 0.99,
+    adam_eps: float = 1e-8,
 ) -> None:
     """Raise ``ValueError`` naming the argument when an input of ``lact_swiglu`` is malformed.
 
     Expected: ``q, k, v: [B, T, H, D]``, ``lr: [B, T, H, 3]`` non-negative, ``momentum: [B, T, H]``
-    in [0, 1) or None, ``mask: [B, T]`` bool or None, a ``FastWeightState`` with matching B, H, D.
+    in [0, 1) or None, ``mask: [B, T]`` bool or None, ``chunk_ends: [B, T]`` bool or None, ``update_rule``
+    in ``UPDATE_RULES`` (``"adam"`` only with ``muon_steps == 0``, ``0 <= adam_beta2 < 1``, ``adam_eps > 0``),
+    a ``FastWeightState`` with matching B, H, D.
     Types, shapes and dtypes are always checked (no tensor is read); the values (NaN/Inf, negative
     rates, momentum outside [0, 1)) only when ``value_checks_enabled()``, since reading them syncs the host.
     """
@@ -373,6 +401,20 @@ def check_lact_inputs(
         raise ValueError(f"lact_swiglu: chunk_size must be an int >= 1, got {chunk_size!r}")
     if not isinstance(muon_steps, int) or muon_steps < 0:
         raise ValueError(f"lact_swiglu: muon_steps must be an int >= 0 (0 disables Muon), got {muon_steps!r}")
+    if update_rule not in UPDATE_RULES:
+        raise ValueError(f"lact_swiglu: update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
+    if update_rule == "adam":
+        if muon_steps > 0:
+            raise ValueError(
+                f"lact_swiglu: update_rule='adam' needs muon_steps=0, got {muon_steps}: Adam scales every element "
+                "of the update by its own running RMS, and Newton-Schulz would then replace that matrix by its "
+                "nearest orthogonal one, discarding exactly the per-element scaling Adam adds (and Adam's "
+                "magnitudes with it); use update_rule='sgd' for Muon"
+            )
+        if not (isinstance(adam_beta2, (int, float)) and 0 <= adam_beta2 < 1):
+            raise ValueError(f"lact_swiglu: adam_beta2 must lie in [0, 1), got {adam_beta2!r}")
+        if not (isinstance(adam_eps, (int, float)) and adam_eps > 0 and math.isfinite(adam_eps)):
+            raise ValueError(f"lact_swiglu: adam_eps must be a finite number > 0, got {adam_eps!r}")
     if not isinstance(state, FastWeightState):
         raise ValueError(
             "lact_swiglu: state must be a FastWeightState (build one with FastWeightState.from_weights), "
@@ -412,7 +454,21 @@ def check_lact_inputs(
             raise ValueError(f"lact_swiglu: mask must be None or a bool tensor [B, T] = {(B, T)}, got {got}")
         if mask.dtype != torch.bool:
             raise ValueError(f"lact_swiglu: mask must be bool (True = real token, False = padding), got {mask.dtype}")
-    inputs = {"q": q, "k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}
+    if chunk_ends is not None:
+        if not isinstance(chunk_ends, Tensor) or chunk_ends.shape != (B, T):
+            got = tuple(chunk_ends.shape) if isinstance(chunk_ends, Tensor) else type(chunk_ends).__name__
+            raise ValueError(
+                f"lact_swiglu: chunk_ends must be None or a bool tensor [B, T] = {(B, T)} (True at the last token of "
+                f"a chunk), got {got}"
+            )
+        if chunk_ends.dtype != torch.bool:
+            raise ValueError(f"lact_swiglu: chunk_ends must be bool (True = a chunk ends here), got {chunk_ends.dtype}")
+    if state.v0 is not None and update_rule != "adam":
+        raise ValueError(
+            f"lact_swiglu: the state carries Adam second moments (v0, v1, v2) of a stream updated with "
+            f"update_rule='adam'; continue it with that rule (got {update_rule!r}) or start from fresh weights"
+        )
+    inputs = {"q": q, "k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask, "chunk_ends": chunk_ends}
     for name, t in inputs.items():
         if t is not None and t.device != state.w0.device:
             raise ValueError(
@@ -451,9 +507,9 @@ def check_lact_inputs(
 
 
 def _check_state_finite(state: FastWeightState, what: str, cause: str) -> None:
-    tensors = [state.w0, state.w1, state.w2] + [m for m in (state.m0, state.m1, state.m2) if m is not None]
+    names = [n for n in ("w0", "w1", "w2", "m0", "m1", "m2", "v0", "v1", "v2") if getattr(state, n) is not None]
+    tensors = [getattr(state, n) for n in names]
     if not bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in tensors]).sum())):
-        names = [n for n in ("w0", "w1", "w2", "m0", "m1", "m2") if getattr(state, n) is not None]
         bad = [n for n in names if not bool(torch.isfinite(getattr(state, n)).all())]
         if bad:
             raise ValueError(f"lact_swiglu: {what} holds NaN or Inf in {', '.join(bad)} ({cause})")
@@ -730,6 +786,43 @@ def backend_steps(backend: str, device: torch.device) -> Steps:
     return Steps(kernels.read_chunk, kernels.chunk_gradient, kernels.renormalise)
 
 
+class SecondMoment(NamedTuple):
+    """``update_rule="adam"``'s state in the working layout: running means of the squared chunk updates
+    ``V02 [BH, 2Dh, D]`` and ``V1t [BH, Dh, D]`` (in the weights' dtype), and ``count [BH]`` int64, the
+    chunk updates folded into them so far (for the bias correction)."""
+
+    V02: Tensor
+    V1t: Tensor
+    count: Tensor
+
+
+def adam_step(first: tuple, G: tuple, V: SecondMoment, rates: Tensor, beta2: float, eps: float):
+    """Adam's per-element normalised step for one chunk.
+
+    Args:
+        first: ``(F02 [BH, 2Dh, D], F1t [BH, Dh, D])``, the first moment: the momentum buffer after this
+            chunk (``M = beta M + G``), or ``G`` itself without momentum.
+        G: ``(G02, G1t)``, the chunk's rate-weighted update ``-sum_t lr_t dL_t/dW`` (what ``update_rule="sgd"``
+            adds), in the weights' dtype.
+        V: the second moment before this chunk; rates: ``[BH, 3]`` the chunk's mean rate of (w0, w1, w2)
+            over its real tokens.
+        beta2, eps: Adam's second-moment decay and epsilon.
+
+    Returns:
+        ``(dW, V)``: ``dW_i = r_i * F_i / sqrt(V_i / (1 - beta2^n) + eps^2)`` per element, with
+        ``V_i = beta2 V_i + (1 - beta2) G_i^2``, ``n = V.count + 1`` and ``r_i`` the chunk's mean rate of
+        matrix i; the new ``SecondMoment``.
+    """
+    Dh = G[1].shape[1]
+    count = V.count + 1
+    new_V = tuple(torch.addcmul(v * beta2, g, g, value=1 - beta2) for v, g in zip(V[:2], G))
+    correction = (1 - beta2 ** count.to(G[0].dtype))[:, None, None]  # [BH, 1, 1]
+    scale02 = torch.cat([rates[:, 0:1].expand(-1, Dh), rates[:, 2:3].expand(-1, Dh)], 1)[..., None]  # [BH, 2Dh, 1]
+    scales = (scale02, rates[:, 1, None, None])
+    dW = tuple(r * f * torch.rsqrt(v / correction + eps**2) for r, f, v in zip(scales, first, new_V))
+    return dW, SecondMoment(*new_V, count)
+
+
 def apply_update(
     W: tuple,
     M: Optional[tuple],
@@ -741,8 +834,12 @@ def apply_update(
     muon_steps: int,
     inplace: bool = False,
     renormalise: Callable = _renormalise,
+    second_moment: Optional[SecondMoment] = None,
+    rates: Optional[Tensor] = None,
+    adam_beta2: float = 0.99,
+    adam_eps: float = 1e-8,
 ):
-    """One chunk's update of the fast weights: momentum, Newton-Schulz, ``W += dW``, renormalisation.
+    """One chunk's update of the fast weights: momentum, Newton-Schulz or Adam, ``W += dW``, renormalisation.
 
     Args:
         W: ``(W02 [BH, 2Dh, D], W1t [BH, Dh, D])``; M: momentum buffers of the same shapes, or None
@@ -754,16 +851,30 @@ def apply_update(
         muon_steps: Newton-Schulz iterations (0: none).
         inplace: W and M may be overwritten (tensors the caller owns, outside autograd and autocast).
         renormalise: the renormalisation step (``Steps.renormalise``).
+        second_moment: None (``update_rule="sgd"``), or Adam's ``SecondMoment`` (``update_rule="adam"``, never
+            with ``muon_steps > 0``): the step is then ``adam_step``'s, with the momentum buffer as first moment.
+        rates: ``[BH, 3]`` the chunk's mean rates over its real tokens (with ``second_moment``).
+        adam_beta2, adam_eps: Adam's second-moment decay and epsilon (with ``second_moment``).
 
     Returns:
-        ``(W, M)``: new tensors, or with ``inplace`` possibly the updated inputs. Without momentum a
-        short chunk's rank-C update is orthogonalised in its ``C x C`` factor space (``newton_schulz_factored``).
+        ``(W, M, V)``: new tensors, or with ``inplace`` possibly the updated inputs; ``V`` the new
+        ``SecondMoment`` (None without). Without momentum a short chunk's rank-C update is orthogonalised in
+        its ``C x C`` factor space (``newton_schulz_factored``).
     """
     (W02, W1t), (x02, y1, k, v) = W, factors
     Dh, D, C = W1t.shape[1], W1t.shape[2], k.shape[1]
     inplace = inplace and has is None  # a chunk without real tokens keeps the old values: torch.where below
-    new_M = None
-    if M is None and factored_is_cheaper(Dh, D, C, muon_steps):
+    new_M = new_V = None
+    if second_moment is not None:
+        # Under autocast the products come in the autocast dtype; the moments stay in the weights' dtype.
+        G = tuple(d.to(W02.dtype) for d in dense_update(x02, y1, k, v))
+        first = G
+        if M is not None:
+            b = beta[:, None, None]
+            new_M = first = tuple(m * b + g for m, g in zip(M, G))
+        dW, new_V = adam_step(first, G, second_moment, rates, adam_beta2, adam_eps)
+        new_W = tuple(w + d for w, d in zip(W, dW))
+    elif M is None and factored_is_cheaper(Dh, D, C, muon_steps):
         new_W = _add_orthogonalised_update(W02, W1t, x02, y1, k, v, muon_steps)
     elif M is None and muon_steps == 0:
         new_W = _add_products(W02, W1t, x02, y1, k, v, inplace)
@@ -784,7 +895,12 @@ def apply_update(
     if has is not None:
         new_W = tuple(torch.where(has, n, w) for n, w in zip(new_W, W))
         new_M = None if new_M is None else tuple(torch.where(has, n, m) for n, m in zip(new_M, M))
-    return new_W, new_M
+        if new_V is not None:
+            new_V = SecondMoment(
+                *(torch.where(has, n, o) for n, o in zip(new_V[:2], second_moment[:2])),
+                torch.where(has[:, 0, 0], new_V.count, second_moment.count),
+            )
+    return new_W, new_M, new_V
 
 
 def to_heads(x: Tensor, H: int) -> Tensor:
@@ -836,26 +952,32 @@ def update_chunk(
     muon_steps: int,
     workspace: Optional[dict] = None,
     steps: Steps = TORCH_STEPS,
+    second_moment: Optional[SecondMoment] = None,
+    adam_beta2: float = 0.99,
+    adam_eps: float = 1e-8,
 ):
     """One chunk's update in the working layout: ``chunk_gradient`` then ``apply_update``.
 
     Args:
-        W, M, norms, muon_steps: as in ``apply_update``; with a ``workspace`` (see ``read_chunk``) W and M
-            are updated in place.
+        W, M, norms, muon_steps, second_moment, adam_beta2, adam_eps: as in ``apply_update``; with a
+            ``workspace`` (see ``read_chunk``) W and M are updated in place.
         k, v: ``[BH, C, D]``; lr: ``[BH, C, 3]`` (zero on padding); momentum: ``[BH, C]`` or None;
-            mask: bool ``[BH, C]`` or None (False = padding: left out of the chunk's mean momentum).
+            mask: bool ``[BH, C]`` or None (False = padding: left out of the chunk's mean momentum and mean rates).
         steps: the backend's steps (``backend_steps``); used when ``workspace`` is None.
 
     Returns:
-        The new ``(W, M)``.
+        The new ``(W, M, V)`` (``V`` None without ``second_moment``).
     """
     x02, y1 = steps.gradient(*W, k, v, lr) if workspace is None else chunk_gradient(*W, k, v, lr, workspace)
-    beta = has = None
+    beta = has = rates = None
     if mask is not None:
         count = mask.sum(1)
         has = (count > 0)[:, None, None]
     if M is not None:
         beta = momentum.mean(1) if mask is None else (momentum * mask).sum(1) / count.clamp(min=1)
+    if second_moment is not None:  # lr is zero on padding: its sum over the real tokens, over their number
+        real = k.shape[1] if mask is None else count.clamp(min=1)[:, None].to(W[0].dtype)
+        rates = lr.to(W[0].dtype).sum(1) / real
     return apply_update(
         W,
         M,
@@ -866,6 +988,10 @@ def update_chunk(
         muon_steps=muon_steps,
         inplace=workspace is not None,
         renormalise=steps.renormalise,
+        second_moment=second_moment,
+        rates=rates,
+        adam_beta2=adam_beta2,
+        adam_eps=adam_eps,
     )
 
 
@@ -880,6 +1006,56 @@ def _read(W: tuple, q: Tensor, mask: Optional[Tensor], B: int, H: int, workspace
     if out is not None:
         return out.copy_(o) if mask is None else torch.mul(o, mask[:, :, None, None], out=out)
     return o if mask is None else o * mask[:, :, None, None].to(o.dtype)
+
+
+def _working_state(state: FastWeightState, weight_norm: bool, use_momentum: bool, update_rule: str):
+    """The op's working copies of a state: ``(W, norms, M, V)`` (see ``apply_update``), ``[BH, ...]`` each."""
+    B, H, D = state.batch_size, state.num_heads, state.head_dim
+    W = working_layout(state)
+    norms = None
+    if weight_norm:
+        norms = (
+            torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * state.hidden_dim, 1),
+            state.w1_norm.reshape(B * H, 1, D),  # w1's row norms are W1t's column norms
+        )
+    M = None
+    if use_momentum:
+        M = tuple(map(torch.zeros_like, W)) if state.m0 is None else _stack_heads(state.m0, state.m1, state.m2)
+    V = None
+    if update_rule == "adam":
+        if state.v0 is None:
+            count = torch.zeros(B * H, dtype=torch.long, device=W[0].device)
+            V = SecondMoment(*map(torch.zeros_like, W), count)
+        else:
+            V = SecondMoment(*_stack_heads(state.v0, state.v1, state.v2), state.v_count.reshape(B * H))
+    return W, norms, M, V
+
+
+def _final_state(state: FastWeightState, W, M, V, B: int, H: int, T: int, chunk_size: int, pending, chunk_fill=None):
+    """The ``FastWeightState`` after a call of ``T`` tokens from its working tensors."""
+    w0, w1, w2 = from_working_layout(*W, B, H)
+    m0, m1, m2 = (None, None, None) if M is None else from_working_layout(*M, B, H)
+    v0, v1, v2 = (None, None, None) if V is None else from_working_layout(V.V02, V.V1t, B, H)
+    return FastWeightState(
+        w0=w0,
+        w1=w1,
+        w2=w2,
+        w0_norm=state.w0_norm,
+        w1_norm=state.w1_norm,
+        w2_norm=state.w2_norm,
+        m0=m0,
+        m1=m1,
+        m2=m2,
+        v0=v0,
+        v1=v1,
+        v2=v2,
+        v_count=None if V is None else V.count.view(B, H),
+        pending=pending,
+        seen=state.seen + T,
+        chunk_size=chunk_size,
+        chunk_fill=chunk_fill,
+        working=W,
+    )
 
 
 def lact_swiglu(
@@ -897,17 +1073,36 @@ def lact_swiglu(
     mask: Optional[Tensor] = None,
     output_final_state: bool = True,
     backend: str = "auto",
+    update_rule: str = "sgd",
+    chunk_ends: Optional[Tensor] = None,
+    adam_beta2: float = 0.99,
+    adam_eps: float = 1e-8,
 ):
     """LaCT SwiGLU fast-weight op: read the fast weights with ``q`` and update them chunk by chunk.
 
     Fast weight function ``f_W(x) = w1 (silu(w0 x) * (w2 x))`` per head. Each chunk of tokens
-    updates ``W`` by ``-lr * dL/dW`` of ``L = -sum_t <f_W(k_t), v_t>`` (per-token rates, one for
-    each of w0, w1, w2), optionally through momentum (``M = beta M + dW``, ``beta`` the chunk mean
-    of ``momentum``), then Newton-Schulz orthogonalisation (Muon, ``muon_steps > 0``), then
-    ``W += dW`` and, with ``weight_norm``, every row is rescaled to its norm in the initial weights.
+    computes ``G = -sum_t lr_t dL_t/dW`` of ``L_t = -<f_W(k_t), v_t>`` (per-token rates, one for
+    each of w0, w1, w2) and turns it into the step ``dW`` by ``update_rule``:
+
+    - ``"sgd"``: optionally through momentum (``M = beta M + G``, ``beta`` the chunk mean of
+      ``momentum``, ``dW = M``; else ``dW = G``), then Newton-Schulz orthogonalisation of each matrix
+      (Muon, ``muon_steps > 0``).
+    - ``"adam"`` (needs ``muon_steps=0``): per element, ``V = b2 V + (1 - b2) G^2`` (``b2 = adam_beta2``;
+      ``V`` lives in the state across chunks and calls), ``V_hat = V / (1 - b2^n)`` with ``n`` the number
+      of updates so far (bias correction), ``dW_i = r_i * F_i / sqrt(V_hat_i + eps^2)`` for each matrix
+      i of (w0, w1, w2), where ``F = M`` with momentum (the momentum buffer is Adam's first moment, in
+      the heavy-ball form above: no ``1 - beta`` factor and no bias correction, so as with ``"sgd"`` a
+      steady step is about ``1 / (1 - beta)`` times larger) and ``F = G`` without, and ``r_i`` is the
+      chunk's mean rate of matrix i over its real tokens. Normalising ``G`` alone would make the
+      rates' overall size irrelevant (the first step would be ``sign(G)``); ``r_i`` keeps the learned
+      rates meaningful: each element moves by about ``r_i`` per chunk. ``eps`` sits inside the root
+      (``adam_eps``, default 1e-8) so that the step is differentiable where ``V = 0`` (an element no
+      token touched), where ``sqrt`` has an infinite derivative and would give NaN gradients.
+
+    Then ``W += dW`` and, with ``weight_norm``, every row is rescaled to its norm in the initial weights.
 
     Chunk boundaries sit at multiples of ``chunk_size`` from the start of the stream
-    (``state.seen`` counts the tokens consumed so far). ``order``:
+    (``state.seen`` counts the tokens consumed so far), unless ``chunk_ends`` is given. ``order``:
 
     - ``"apply_update"`` (generation): chunk i is read with the weights built from chunks < i, then
       updates them. A trailing partial chunk is read with the current weights and held in the
@@ -915,17 +1110,29 @@ def lact_swiglu(
       **Hazard**: a sequence no longer than one chunk is read with the initial weights only; no
       update ever reaches its own outputs. Do not use this order for single-utterance ASR.
     - ``"update_apply"`` (streaming ASR): each chunk updates the weights, then is read with them;
-      a trailing partial chunk updates as a short chunk. Splits at chunk multiples equal one call.
+      a trailing partial chunk updates as a short chunk. Splits at chunk boundaries equal one call.
     - ``"bidirectional"`` (offline ASR): every chunk updates in turn, then every token is read
       with the final weights.
+
+    Variable chunk boundaries: with ``chunk_ends`` a chunk ends at every True of its example's row and
+    also once it holds ``chunk_size`` positions (padding included), counted from the chunk's own start,
+    so ``chunk_size`` stays the longest chunk; rows may differ. The stream keeps each example's fill of
+    its current chunk in ``state.chunk_fill`` (later calls continue it, with or without ``chunk_ends``),
+    and with ``apply_update`` its partial chunk in ``state.pending`` (right-aligned, per example), so
+    a stream split anywhere still equals one call. Implementation: every chunk (segment) of every
+    example gets a slot of ``width`` positions (the longest segment of the call), padded and masked,
+    and the chunk loop runs over slots; since an update is a sum over the unmasked tokens of its chunk
+    this is exact. It costs one host sync per call (the number of segments) and runs out of place.
+    With ``chunk_ends`` all False and a fresh stream the chunks are the fixed ones.
 
     Args:
         q, k, v: ``[B, T, H, D]`` floating point.
         lr: ``[B, T, H, 3]`` non-negative learning rates for (w0, w1, w2); float32 recommended.
         state: ``FastWeightState`` with weights ``w0, w2: [B, H, Dh, D]``, ``w1: [B, H, D, Dh]``.
-        chunk_size: tokens per update (>= 1), e.g. 512..4096 for audio frames.
+        chunk_size: tokens per update (>= 1), e.g. 512..4096 for audio frames; with ``chunk_ends``, the
+            longest chunk.
         order: ``"apply_update"``, ``"update_apply"`` or ``"bidirectional"``.
-        muon_steps: Newton-Schulz iterations (0 disables Muon).
+        muon_steps: Newton-Schulz iterations (0 disables Muon; must be 0 with ``update_rule="adam"``).
         weight_norm: renormalise rows to the initial weights' norms after each update.
         momentum: None or ``[B, T, H]`` in [0, 1).
         mask: None or bool ``[B, T]``, False = padding: padded tokens never update the state and
@@ -936,6 +1143,13 @@ def lact_swiglu(
         backend: ``"torch"`` (the PyTorch steps of this module), ``"triton"`` (fused Triton kernels for the
             read, the chunk gradient and the renormalisation; CUDA, or CPU under ``TRITON_INTERPRET=1``) or
             ``"auto"`` (Triton for CUDA inputs in eager mode where it imports, else PyTorch). See ``backend_steps``.
+            Both update rules and ``chunk_ends`` run on every backend (Adam's step is PyTorch on all of them).
+        update_rule: ``"sgd"`` (default) or ``"adam"``, see above. A state with second moments (``v0``) must
+            continue with ``"adam"``.
+        chunk_ends: None or bool ``[B, T]``, True at the last token of a chunk.
+        adam_beta2: Adam's second-moment decay in [0, 1) (default 0.99: a memory of about 100 chunks, the
+            length of a long stream, where 0.999 would barely move from its bias-corrected start).
+        adam_eps: Adam's epsilon (> 0), inside the square root.
 
     Returns:
         ``(o, new_state)``: ``o`` ``[B, T, H, D]`` (the state's dtype, or the autocast dtype under
@@ -945,11 +1159,13 @@ def lact_swiglu(
     ``muon_steps`` Newton-Schulz iterations per chunk. Without momentum a chunk's update has rank
     <= its length C, and when C is small next to ``min(D, Dh)`` (streaming, small presets) the
     iteration runs on ``C x C`` factors (``newton_schulz_factored``), not on ``Dh x D`` matrices.
-    Values are read on the host only under ``check_values()`` (see ``validation``), so the op runs
-    without host syncs. Differentiable with respect to q, k, v, lr, momentum and the initial weights.
+    Values are read on the host only under ``check_values()`` (see ``validation``) and with variable
+    chunk boundaries. Differentiable with respect to q, k, v, lr, momentum and the initial weights.
     Under bf16 autocast the matmuls run in bf16 while the state stays in float32.
     """
-    check_lact_inputs(q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask)
+    check_lact_inputs(
+        q, k, v, lr, state, chunk_size, order, muon_steps, momentum, mask, update_rule, chunk_ends, adam_beta2, adam_eps
+    )
     steps = backend_steps(backend, q.device)
     B, T, H, D = q.shape
     if T == 0:
@@ -958,6 +1174,12 @@ def lact_swiglu(
     if not autocast:
         q, k, v = (t.to(state.dtype) for t in (q, k, v))
     lr = lr.to(state.dtype)  # the rates scale state-dtype gradients (float32, or float64 for gradcheck)
+    adam = dict(adam_beta2=adam_beta2, adam_eps=adam_eps)
+    if chunk_ends is not None or state.chunk_fill is not None:
+        return _lact_swiglu_segments(
+            q, k, v, lr, state, momentum, mask, chunk_ends, chunk_size, order, muon_steps, weight_norm,
+            output_final_state, steps, update_rule, adam,
+        )  # fmt: skip
 
     pend = state.pending
     n_p = 0 if pend is None else pend.length
@@ -989,16 +1211,7 @@ def lact_swiglu(
     q_heads = to_heads(q, H)
     q_spans = q_heads.split(sizes, 1)
 
-    W = working_layout(state)
-    norms = None
-    if weight_norm:
-        norms = (
-            torch.cat([state.w0_norm, state.w2_norm], dim=2).reshape(B * H, 2 * state.hidden_dim, 1),
-            state.w1_norm.reshape(B * H, 1, D),  # w1's row norms are W1t's column norms
-        )
-    M = None
-    if momentum is not None:
-        M = tuple(map(torch.zeros_like, W)) if state.m0 is None else _stack_heads(state.m0, state.m1, state.m2)
+    W, norms, M, V = _working_state(state, weight_norm, momentum is not None, update_rule)
 
     # Eager inference works in place in buffers of its own (see read_chunk); autograd, autocast and
     # compilers get the out-of-place steps.
@@ -1020,7 +1233,10 @@ def lact_swiglu(
             outs.append(_read(W, q_spans[i], mask_pieces[i], B, H, workspace, out_i, steps))
         if order != "apply_update" or (full and (output_final_state or i < len(spans) - 1)):
             chunk = (None if heads[name] is None else heads[name][i] for name in STREAM_INPUTS)
-            W, M = update_chunk(W, M, *chunk, norms=norms, muon_steps=muon_steps, workspace=workspace, steps=steps)
+            W, M, V = update_chunk(
+                W, M, *chunk, norms=norms, muon_steps=muon_steps, workspace=workspace, steps=steps,
+                second_moment=V, **adam,
+            )  # fmt: skip
         elif not full and output_final_state:
             new_pending = PendingChunk(**{name: None if t is None else t[:, s:e] for name, t in stream.items()})
         if order == "update_apply":
@@ -1032,22 +1248,143 @@ def lact_swiglu(
 
     if not output_final_state:
         return o, None
-    w0, w1, w2 = from_working_layout(*W, B, H)
-    m0, m1, m2 = (None, None, None) if M is None else from_working_layout(*M, B, H)
-    new_state = FastWeightState(
-        w0=w0,
-        w1=w1,
-        w2=w2,
-        w0_norm=state.w0_norm,
-        w1_norm=state.w1_norm,
-        w2_norm=state.w2_norm,
-        m0=m0,
-        m1=m1,
-        m2=m2,
-        pending=new_pending,
-        seen=state.seen + T,
-        chunk_size=chunk_size,
-        working=W,
-    )
+    new_state = _final_state(state, W, M, V, B, H, T, chunk_size, new_pending)
+    check_lact_output(o, new_state, k, lr)
+    return o, new_state
+
+
+def segment_layout(chunk_ends: Tensor, fill: Tensor, pending: Tensor, chunk_size: int, apply_update_order: bool):
+    """Where the chunks of a call with variable boundaries lie: one segment per chunk, per example.
+
+    Args:
+        chunk_ends: bool ``[B, T]``, True at the last token of a chunk (this call's tokens).
+        fill: int64 ``[B]``, positions of each example's current chunk before this call (``< chunk_size``).
+        pending: int64 ``[B]``, how many of those are still pending tokens (``fill`` with ``apply_update``
+            and a pending chunk, else 0): they lead the example's first segment.
+        chunk_size: the longest chunk.
+        apply_update_order: an unfinished last segment does not update (``apply_update``).
+
+    Returns:
+        dict of int64 tensors ``segment [B, T]`` (segment index of each token), ``offset [B, T]`` (its
+        place in its segment, pending tokens first), ``segments [B]`` (how many segments each row has),
+        ``updating [B]`` (how many of them update now), ``fill [B]`` (positions of the chunk left open at
+        the end, 0 when the last token ends a chunk).
+    """
+    B, T = chunk_ends.shape
+    t = torch.arange(T, device=chunk_ends.device)
+
+    def last_start(starts: Tensor) -> Tensor:  # index of the latest True at or before each position
+        return torch.where(starts, t, 0).cummax(1).values
+
+    after = lambda ends: torch.cat([torch.ones_like(ends[:, :1]), ends[:, :-1]], 1)
+    run_start = last_start(after(chunk_ends))  # runs between explicit ends
+    # positions of the chunk before t: the first run continues the chunk the stream left open
+    before = t - run_start + torch.where(run_start == 0, fill[:, None], 0)
+    ends = chunk_ends | ((before + 1) % chunk_size == 0)  # within a run a chunk also ends every chunk_size
+    segment = ends.long().cumsum(1) - ends.long()
+    offset = t - last_start(after(ends)) + torch.where(segment == 0, pending[:, None], 0)
+    is_open = ~ends[:, -1]
+    segments = segment[:, -1] + 1
+    return {
+        "segment": segment,
+        "offset": offset,
+        "segments": segments,
+        "updating": segments - (is_open & apply_update_order).long(),
+        "fill": torch.where(is_open, (before[:, -1] + 1) % chunk_size, 0),  # chunks within a run are chunk_size long
+    }
+
+
+def _lact_swiglu_segments(
+    q, k, v, lr, state, momentum, mask, chunk_ends, chunk_size, order, muon_steps, weight_norm,
+    output_final_state, steps, update_rule, adam,
+):  # fmt: skip
+    """``lact_swiglu`` with variable chunk boundaries (inputs already checked and cast): every segment of every
+    example gets a slot of ``width`` positions, and the chunk loop runs over the slots (see ``lact_swiglu``)."""
+    B, T, H, D = q.shape
+    dev = q.device
+    pend = state.pending
+    n_p = 0 if pend is None else pend.length
+    if pend is not None and (pend.momentum is None) != (momentum is None):
+        raise ValueError("lact_swiglu: momentum must be given in every call of a stream or in none")
+    fill = state.chunk_fill
+    if fill is None:  # the stream so far had fixed chunks: its current chunk holds seen % chunk_size positions
+        fill = torch.full((B,), state.seen % chunk_size, dtype=torch.long, device=dev)
+    n_pending = fill if pend is not None else torch.zeros_like(fill)
+    mask = torch.ones(B, T, dtype=torch.bool, device=dev) if mask is None else mask
+    lr = lr * mask[:, :, None, None]  # padded tokens learn nothing
+    if chunk_ends is None:
+        chunk_ends = torch.zeros(B, T, dtype=torch.bool, device=dev)
+
+    # The update stream [B, n_p + T, ...]: pending tokens (right-aligned per example) first.
+    stream = {"k": k, "v": v, "lr": lr, "momentum": momentum, "mask": mask}
+    if pend is not None:
+        pend_mask = pend.mask if pend.mask is not None else torch.ones(B, n_p, dtype=torch.bool, device=dev)
+        old = {"k": pend.k, "v": pend.v, "lr": pend.lr * pend_mask[:, :, None, None], "momentum": pend.momentum}
+        old["mask"] = pend_mask
+        stream = {n: None if t is None else torch.cat([old[n].to(t.dtype), t], 1) for n, t in stream.items()}
+
+    layout = segment_layout(chunk_ends, fill, n_pending, chunk_size, order == "apply_update")
+    S, width, S_upd, n_open = torch.stack(
+        [layout["segments"].max(), layout["offset"].max() + 1, layout["updating"].max(), layout["fill"].max()]
+    ).tolist()  # the one host sync: how many slots, how wide
+    # src [B, S * width]: the stream position each slot position holds, -1 where it holds none
+    t = torch.arange(T, device=dev)
+    slot_pos = layout["segment"] * width + layout["offset"]  # [B, T]
+    src = torch.full((B, S * width + 1), -1, dtype=torch.long, device=dev)  # the last column takes the discards
+    src.scatter_(1, slot_pos, (n_p + t).expand(B, T))
+    if pend is not None:
+        p = torch.arange(n_p, device=dev)
+        first = n_p - n_pending[:, None]  # [B, 1]: the example's first pending token
+        src.scatter_(1, torch.where(p >= first, p - first, S * width), p.expand(B, n_p))
+    src = src[:, : S * width]
+    rows = torch.arange(B, device=dev)[:, None]
+    idx = src.clamp(min=0)
+    slot_updates = (torch.arange(S, device=dev) < layout["updating"][:, None]).repeat_interleave(width, 1)
+    update_mask = (src >= 0) & stream["mask"][rows, idx] & slot_updates  # [B, S * width]
+
+    n_u = S_upd * width
+    gathered = {n: None if stream[n] is None else stream[n][rows, idx[:, :n_u]] for n in ("k", "v", "lr", "momentum")}
+    gathered["lr"] = gathered["lr"] * update_mask[:, :n_u, None, None]
+    gathered["mask"] = update_mask[:, :n_u, None].expand(-1, -1, H)
+    if torch.is_autocast_enabled(dev.type):
+        gathered["lr"] = gathered["lr"].to(torch.get_autocast_dtype(dev.type))
+    heads = {n: None if x is None else to_heads(x, H).split(width, 1) for n, x in gathered.items()}
+
+    W, norms, M, V = _working_state(state, weight_norm, momentum is not None, update_rule)
+    q_slots = None
+    if order != "bidirectional":
+        q_slots = to_heads(q[rows, (src - n_p).clamp(min=0)], H).split(width, 1)
+    outs = []
+    for j in range(S if order != "bidirectional" else S_upd):
+        if order == "apply_update":
+            outs.append(_read(W, q_slots[j], None, B, H, steps=steps))
+        if j < S_upd and (output_final_state or order != "apply_update" or j < S - 1):
+            chunk = (None if heads[n] is None else heads[n][j] for n in STREAM_INPUTS)
+            W, M, V = update_chunk(
+                W, M, *chunk, norms=norms, muon_steps=muon_steps, steps=steps, second_moment=V, **adam
+            )
+        if order == "update_apply":
+            outs.append(_read(W, q_slots[j], None, B, H, steps=steps))
+    if order == "bidirectional":
+        o = _read(W, to_heads(q, H), mask, B, H, steps=steps)
+    else:
+        o = torch.cat(outs, 1)[rows, slot_pos] * mask[:, :, None, None].to(outs[0].dtype)  # [B, T, H, D]
+
+    if not output_final_state:
+        return o, None
+    new_pending = None
+    if order == "apply_update" and n_open > 0:  # each example's open chunk, right-aligned
+        i = torch.arange(n_open, device=dev)
+        keep = i >= n_open - layout["fill"][:, None]  # [B, n_open]
+        at = n_p + T - n_open + i
+        take = lambda x: x[:, at] * keep.view(B, n_open, *(1,) * (x.dim() - 2)).to(x.dtype)
+        new_pending = PendingChunk(
+            k=take(stream["k"]),
+            v=take(stream["v"]),
+            lr=take(stream["lr"]),
+            momentum=None if momentum is None else take(stream["momentum"]),
+            mask=stream["mask"][:, at] & keep,
+        )
+    new_state = _final_state(state, W, M, V, B, H, T, chunk_size, new_pending, layout["fill"])
     check_lact_output(o, new_state, k, lr)
     return o, new_state

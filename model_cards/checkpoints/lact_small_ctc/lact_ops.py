@@ -17,11 +17,11 @@ INSTALL_HINT = (
 )
 
 if (__package__ or "").split(".")[0] == TRANSFORMERS_DYNAMIC_MODULE_NAME:
-    from .lact_kernels import ORDERS, FastWeightState, lact_swiglu, value_checks_enabled
+    from .lact_kernels import ORDERS, UPDATE_RULES, FastWeightState, lact_swiglu, value_checks_enabled
 elif __package__ == "modeling_lact_audio":
     # transformers' check_imports skips try blocks, so an exported folder does not require this package.
     try:
-        from modeling_lact_audio.kernels import ORDERS, FastWeightState, lact_swiglu
+        from modeling_lact_audio.kernels import ORDERS, UPDATE_RULES, FastWeightState, lact_swiglu
         from modeling_lact_audio.kernels.validation import value_checks_enabled
     except ModuleNotFoundError as error:
         if not (error.name or "").startswith("modeling_lact_audio"):
@@ -33,4 +33,4 @@ else:
         f"folder loaded with trust_remote_code, not as {__package__!r}; {INSTALL_HINT}"
     )
 
-__all__ = ["ORDERS", "FastWeightState", "lact_swiglu", "value_checks_enabled"]
+__all__ = ["ORDERS", "UPDATE_RULES", "FastWeightState", "lact_swiglu", "value_checks_enabled"]

@@ -24,7 +24,8 @@ class LaCTAudioMixer(nn.Module):
 
     ``mixer="lact"``: ``o_proj(lact(x) + attention(x))`` where both branches read one qkv projection.
     LaCT branch: SiLU then per-head L2 norm on q and k, SiLU on v, per-token rates
-    ``softplus(linear(x) + inverse_softplus(base_lr))`` in float32, optional momentum
+    ``softplus(linear(x) + inverse_softplus(base_lr))`` in float32 (``lact_lr_mode="learned"``; ``"fixed"``:
+    ``base_lr`` for every token, and no ``lr_proj``), the op's ``lact_update_rule``, optional momentum
     ``sigmoid(linear(x))``, learned initial fast weights per head, per-head RMSNorm on the output
     times a SiLU gate. Attention branch: RoPE, window and pattern from the config, through
     ``ALL_ATTENTION_FUNCTIONS`` (SDPA on CPU).
@@ -36,8 +37,9 @@ class LaCTAudioMixer(nn.Module):
     forward: ``x [B, T, hidden]``, ``start`` (int: absolute index of the first frame; the frames are
     ``start .. start + T - 1``, a host int so that block bounds need no device sync), ``frame_mask [B, T]``
     bool or None, ``layer_cache`` or None, ``rotary`` (float32 ``cos, sin [T, head_dim]`` of
-    ``rotary_cos_sin(positions, ...)``, shared by every layer; computed here when None)
-    -> ``(out [B, T, hidden], new layer_cache or None)``.
+    ``rotary_cos_sin(positions, ...)``, shared by every layer; computed here when None), ``chunk_ends [B, T]``
+    bool or None (frames that end a fast-weight chunk: the op's ``chunk_ends``; the attention's blocks stay on
+    the fixed ``lact_chunk_size`` grid) -> ``(out [B, T, hidden], new layer_cache or None)``.
     """
 
     lact_output_scale: float = 1.0
@@ -58,7 +60,7 @@ class LaCTAudioMixer(nn.Module):
         if self.use_lact:
             H, D, Dh = config.num_lact_heads, config.lact_head_dim, config.lact_hidden_dim
             self.lact_heads, self.lact_dim = H, D
-            self.lr_proj = nn.Linear(d, 3 * H)
+            self.lr_proj = nn.Linear(d, 3 * H) if config.lact_lr_mode == "learned" else None
             self.lr_offset = inverse_softplus(config.base_lr)
             self.momentum_proj = nn.Linear(d, H) if config.use_momentum else None
             self.w0 = nn.Parameter(torch.randn(H, Dh, D) / math.sqrt(D))
@@ -72,7 +74,7 @@ class LaCTAudioMixer(nn.Module):
         expand = lambda w: w[None].expand(batch_size, *w.shape)
         return FastWeightState.from_weights(expand(self.w0), expand(self.w1), expand(self.w2))
 
-    def _lact(self, x, q, k, v, frame_mask, state):
+    def _lact(self, x, q, k, v, frame_mask, state, chunk_ends=None):
         B, T, _ = x.shape
         H, D = self.lact_heads, self.lact_dim
         # normalised in float32: F.normalize's eps (1e-12) is 0 in fp16, where an all-zero (padded) q or k
@@ -80,7 +82,10 @@ class LaCTAudioMixer(nn.Module):
         lq = F.normalize(F.silu(q).float().view(B, T, H, D), dim=-1)
         lk = F.normalize(F.silu(k).float().view(B, T, H, D), dim=-1)
         lv = F.silu(v).view(B, T, H, D)
-        lr = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(B, T, H, 3)
+        if self.lr_proj is None:  # lact_lr_mode="fixed"
+            lr = torch.full((B, T, H, 3), self.config.base_lr, dtype=torch.float32, device=x.device)
+        else:
+            lr = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(B, T, H, 3)
         momentum = None
         if self.momentum_proj is not None:
             # sigmoid saturates to exactly 1.0 in float32; the op requires beta < 1
@@ -99,6 +104,8 @@ class LaCTAudioMixer(nn.Module):
             weight_norm=self.config.weight_norm,
             momentum=momentum,
             mask=frame_mask,
+            update_rule=self.config.lact_update_rule,
+            chunk_ends=chunk_ends,
         )
         o = self.lact_norm(o).reshape(B, T, H * D).to(x.dtype)
         return o * F.silu(self.gate_proj(x)), state
@@ -232,13 +239,27 @@ class LaCTAudioMixer(nn.Module):
             outs.append(out)
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
-    def forward(self, x, start: int = 0, frame_mask=None, layer_cache: LaCTLayerCache | None = None, rotary=None):
+    def forward(
+        self,
+        x,
+        start: int = 0,
+        frame_mask=None,
+        layer_cache: LaCTLayerCache | None = None,
+        rotary=None,
+        chunk_ends=None,
+    ):
         if not isinstance(start, int):
             raise TypeError(f"start must be an int (the first frame's absolute index), got {type(start).__name__}")
+        if chunk_ends is not None and not self.use_lact:
+            raise ValueError(
+                f"chunk_ends marks fast-weight chunks, and mixer={self.config.mixer!r} has no fast weights: pass it "
+                "only to mixer='lact' models"
+            )
         q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
         out, new_cache = self._attention(q, k, v, start, frame_mask, layer_cache, rotary)
         if self.use_lact:
-            lact_out, fast = self._lact(x, q, k, v, frame_mask, None if layer_cache is None else layer_cache.fast)
+            fast = None if layer_cache is None else layer_cache.fast
+            lact_out, fast = self._lact(x, q, k, v, frame_mask, fast, chunk_ends)
             out = out + (lact_out if self.lact_output_scale == 1.0 else lact_out * self.lact_output_scale)
             if new_cache is not None:
                 new_cache.fast = fast

@@ -37,8 +37,8 @@ class LaCTAudioBlock(GradientCheckpointingLayer):
         self.mlp = LaCTSwiGLUMLP(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden, start: int, frame_mask=None, layer_cache=None, rotary=None):
-        mixed, new_cache = self.mixer(self.mixer_norm(hidden), start, frame_mask, layer_cache, rotary)
+    def forward(self, hidden, start: int, frame_mask=None, layer_cache=None, rotary=None, chunk_ends=None):
+        mixed, new_cache = self.mixer(self.mixer_norm(hidden), start, frame_mask, layer_cache, rotary, chunk_ends)
         hidden = hidden + self.dropout(mixed)
         hidden = hidden + self.mlp(self.mlp_norm(hidden))
         return hidden, new_cache
@@ -245,6 +245,10 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
     ``[B, 3000]``, for ``input_features`` of a ``"whisper_encoder"`` model; frame rate for ``frontend_states``).
     ``prefix_embeds [B, P, hidden]``: optional conditioning frames put before the input on the first call.
     ``past_key_values``: a ``LaCTCache`` to continue a stream (created when ``use_cache=True``).
+    ``lact_chunk_ends [B, T']``: optional bool, True at the model frames (the backbone's rate, after the front
+    end's subsampling: ``T'`` frames of this call, prefix excluded) that end a fast-weight chunk; chunks also
+    end after ``lact_chunk_size`` frames (the op's ``chunk_ends``; ``mixer="lact"`` only). A stream may pass it
+    in some calls and not in others: the chunk in progress carries over in the cache.
 
     Returns ``BaseModelOutputWithPast``: ``last_hidden_state [B, P + T', hidden]``, ``past_key_values``,
     ``hidden_states`` (with ``output_hidden_states``).
@@ -291,6 +295,7 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
         past_key_values: LaCTCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        lact_chunk_ends: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPast:
         given = [
             n
@@ -359,11 +364,14 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
             )
             if cache is not None:
                 cache.frontend_states = fe_states
+        chunk_ends = None if lact_chunk_ends is None else self._check_chunk_ends(lact_chunk_ends, hidden)
         if prefix_embeds is not None:
             B, P = prefix_embeds.shape[:2]
             hidden = torch.cat([prefix_embeds.to(hidden.dtype), hidden], dim=1)
             if frame_mask is not None:
                 frame_mask = torch.cat([frame_mask.new_ones(B, P), frame_mask], dim=1)
+            if chunk_ends is not None:  # the prefix frames end no chunk of their own
+                chunk_ends = torch.cat([chunk_ends.new_zeros(B, P), chunk_ends], dim=1)
 
         start = 0 if cache is None else cache.seen_frames
         positions = torch.arange(start, start + hidden.shape[1], device=hidden.device)
@@ -376,7 +384,9 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
                 if self.config.attention_pattern == "bidirectional":
                     # Offline segments: attention does not cross calls, the fast weights do.
                     layer_cache = LaCTLayerCache(fast=layer_cache.fast)
-            hidden, new_layer_cache = layer(hidden, start, frame_mask, layer_cache=layer_cache, rotary=rotary)
+            hidden, new_layer_cache = layer(
+                hidden, start, frame_mask, layer_cache=layer_cache, rotary=rotary, chunk_ends=chunk_ends
+            )
             if cache is not None:
                 cache.layer_caches[i] = new_layer_cache
             if output_hidden_states:
@@ -390,6 +400,24 @@ class LaCTAudioModel(LaCTAudioPreTrainedModel):
             past_key_values=cache,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
         )
+
+    def _check_chunk_ends(self, chunk_ends, hidden) -> torch.Tensor:
+        """``lact_chunk_ends`` checked against the front end's output ``hidden [B, T', hidden]``: bool ``[B, T']``."""
+        if self.config.mixer != "lact":
+            raise ValueError(
+                f"lact_chunk_ends marks fast-weight chunks, and this model's mixer={self.config.mixer!r} has no fast "
+                "weights: pass it only to mixer='lact' models"
+            )
+        want = tuple(hidden.shape[:2])
+        if not isinstance(chunk_ends, torch.Tensor) or tuple(chunk_ends.shape) != want:
+            got = tuple(chunk_ends.shape) if isinstance(chunk_ends, torch.Tensor) else type(chunk_ends).__name__
+            raise ValueError(
+                f"lact_chunk_ends must be a bool tensor [B, frames] = {want} at the backbone's frame rate (after the "
+                f"front end: {self.config.total_stride} input positions per frame), got {got}"
+            )
+        if chunk_ends.dtype != torch.bool:
+            raise ValueError(f"lact_chunk_ends must be bool (True = the frame ends a chunk), got {chunk_ends.dtype}")
+        return chunk_ends.to(hidden.device)
 
     def _check_input(self, name: str, x):
         cfg = self.config
@@ -452,7 +480,8 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
     """LaCT ASR encoder with a CTC head (blank = ``config.pad_token_id``).
 
     forward(input_features or input_values or frontend_states, attention_mask=None, labels=None,
-    past_key_values=None, use_cache=None) -> ``LaCTCTCOutput`` (inputs as ``LaCTAudioModel`` reads them).
+    past_key_values=None, use_cache=None, lact_chunk_ends=None) -> ``LaCTCTCOutput`` (inputs, and the
+    frame-rate ``lact_chunk_ends [B, T']``, as ``LaCTAudioModel`` reads them).
     ``labels [B, S]`` are character ids padded with -100.
     Streaming: feed pieces (multiples of ``config.total_stride`` inputs, ideally whole LaCT chunks) with
     ``use_cache=True`` and pass ``past_key_values`` back; with ``attention_pattern="block_causal"`` and
@@ -484,6 +513,7 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
         use_cache=None,
         output_hidden_states=None,
         frontend_states=None,
+        lact_chunk_ends=None,
     ) -> LaCTCTCOutput:
         out = self.model(
             input_features=input_features,
@@ -493,6 +523,7 @@ class LaCTAudioForCTC(LaCTAudioPreTrainedModel):
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            lact_chunk_ends=lact_chunk_ends,
             return_dict=True,
         )
         logits = self.lm_head(self.dropout(out.last_hidden_state))
@@ -563,6 +594,8 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
     The ``LaCTCache`` (fast weights, pending chunk, attention window) has a constant size, so decoding
     memory does not grow with the length generated. Greedy, top-k, nucleus and temperature sampling
     through ``GenerationConfig``; beam search is not supported (fast weights cannot be rewound per beam).
+    ``forward(..., lact_chunk_ends [B, T])``: frames that end a fast-weight chunk (see ``LaCTAudioModel``;
+    forward calls only, ``generate()`` keeps the fixed chunks).
     """
 
     main_input_name = "input_ids"
@@ -623,6 +656,7 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         conditioning_ids=None,
         conditioning_embeds=None,
         output_hidden_states=None,
+        lact_chunk_ends=None,
     ) -> CausalLMOutputWithPast:
         K, V = self.config.num_codebooks, self.config.codebook_size
         if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] % K:
@@ -658,6 +692,7 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            lact_chunk_ends=lact_chunk_ends,
             return_dict=True,
         )
         hidden = out.last_hidden_state

@@ -45,18 +45,25 @@ VOLATILE_CONFIG_KEYS = frozenset(
         "use_cache",
     }
 )
+# Config fields added after presets existed: left out of the fingerprint while they hold these defaults (which
+# build the models of before), so that those presets keep loading.
+FINGERPRINT_DEFAULTS = {"lact_update_rule": "sgd", "lact_lr_mode": "learned", "allow_unnormalised_fast_weights": False}
 WEIGHT_NAMES = ("w0", "w1", "w2")
 NORM_NAMES = ("w0_norm", "w1_norm", "w2_norm")
 MOMENTUM_NAMES = ("m0", "m1", "m2")
+SECOND_MOMENT_NAMES = ("v0", "v1", "v2", "v_count")  # lact_update_rule="adam"
 
 
 def _architecture_fields(value):
-    """``value`` (a ``to_dict()`` tree) without the volatile keys, at every depth (nested sub-configs too)."""
+    """``value`` (a ``to_dict()`` tree) without the volatile keys, at every depth (nested sub-configs too), and
+    without the ``FINGERPRINT_DEFAULTS`` fields that hold their defaults."""
     if isinstance(value, dict):
         return {
             k: _architecture_fields(v)
             for k, v in value.items()
-            if not str(k).startswith("_") and k not in VOLATILE_CONFIG_KEYS
+            if not str(k).startswith("_")
+            and k not in VOLATILE_CONFIG_KEYS
+            and not (k in FINGERPRINT_DEFAULTS and v == FINGERPRINT_DEFAULTS[k])
         }
     if isinstance(value, (list, tuple)):
         return [_architecture_fields(v) for v in value]
@@ -69,7 +76,9 @@ def config_fingerprint(config) -> str:
     Dropped, at every depth: keys starting with ``_`` (``_name_or_path``, ``_commit_hash``,
     ``_attn_implementation*``, ...), ``transformers_version``, ``torch_dtype``/``dtype``, ``architectures``,
     ``auto_map`` and the run-time switches ``output_attentions``, ``output_hidden_states``, ``return_dict``,
-    ``use_cache``. So a config and the same config saved and loaded again hash equal, while any field that
+    ``use_cache``; and ``lact_update_rule``, ``lact_lr_mode``, ``allow_unnormalised_fast_weights`` while they hold
+    their defaults (fields newer than the first presets). So a config and the same config saved and loaded again
+    hash equal, while any field that
     shapes the model (``hidden_size``, ``num_lact_heads``, ``lact_chunk_size``, ``num_hidden_layers``, ...)
     changes the hash. Two trained models of one configuration share a fingerprint: it ties a fast-weight
     preset to an architecture, not to a checkpoint.
@@ -212,16 +221,19 @@ class LaCTCache(Cache):
 
         What is saved is exactly what :meth:`start_new_utterance` keeps: per layer the fast weights
         ``w0, w2 [B, H, Dh, D]``, ``w1 [B, H, D, Dh]``, their reference row norms ``w0_norm, w2_norm
-        [B, H, Dh, 1]``, ``w1_norm [B, H, D, 1]`` and, when the stream used momentum, ``m0, m1, m2`` (shapes
-        of the weights). The stream's position, attention window, front-end context and the tokens of a
-        chunk still filling up (``pending``) are not saved: a new utterance drops them too. The cache itself
-        is not changed.
+        [B, H, Dh, 1]``, ``w1_norm [B, H, D, 1]``, when the stream used momentum ``m0, m1, m2`` (shapes
+        of the weights), and with ``lact_update_rule="adam"`` Adam's second moments ``v0, v1, v2`` (shapes of the
+        weights) and ``v_count [B, H]`` (int64). The stream's position, attention window, front-end context,
+        the tokens of a chunk still filling up (``pending``) and the fill of a variable chunk (``chunk_fill``)
+        are not saved: a new utterance drops them too. The cache itself is not changed.
 
         Files written in ``save_directory`` (created if missing):
-            ``fast_weights.safetensors``: tensors ``layers.{i}.{w0,w1,w2,w0_norm,w1_norm,w2_norm[,m0,m1,m2]}``
-                in the dtype the state holds (float32, or float64), contiguous, on the CPU.
+            ``fast_weights.safetensors``: tensors
+                ``layers.{i}.{w0,w1,w2,w0_norm,w1_norm,w2_norm[,m0,m1,m2][,v0,v1,v2,v_count]}`` in the dtype the
+                state holds (float32, or float64; ``v_count`` int64), contiguous, on the CPU.
             ``lact_cache.json``: ``format``, ``config_fingerprint`` (:func:`config_fingerprint` of
                 ``config``), ``num_layers``, ``batch_size``, ``layers_with_state``, ``has_momentum``,
+                ``has_second_moment`` (written only when True; absent in older presets),
                 ``chunk_size`` (the LaCT chunk size of the stream) and the SHA-256 of the tensor file.
 
         Args:
@@ -229,8 +241,8 @@ class LaCTCache(Cache):
             config: the configuration of the model that filled this cache (``model.config``).
 
         Raises:
-            ValueError: no layer holds fast weights (nothing to save), the layers disagree on momentum or
-                batch size, a tensor is not finite, or ``config`` has another number of layers.
+            ValueError: no layer holds fast weights (nothing to save), the layers disagree on momentum, second
+                moments or batch size, a tensor is not finite, or ``config`` has another number of layers.
         """
         if config.num_hidden_layers != len(self):
             raise ValueError(
@@ -247,11 +259,15 @@ class LaCTCache(Cache):
         momentum = {s.m0 is not None for s in states}
         if len(momentum) > 1:
             raise ValueError("LaCTCache.save_pretrained: some layers carry momentum and others do not")
+        second = {s.v0 is not None for s in states}
+        if len(second) > 1:
+            raise ValueError("LaCTCache.save_pretrained: some layers carry Adam second moments and others do not")
         sizes = {s.batch_size for s in states}
         if len(sizes) > 1:
             raise ValueError(f"LaCTCache.save_pretrained: the layers hold different batch sizes {sorted(sizes)}")
-        has_momentum = momentum.pop()
+        has_momentum, has_second_moment = momentum.pop(), second.pop()
         names = WEIGHT_NAMES + NORM_NAMES + (MOMENTUM_NAMES if has_momentum else ())
+        names += SECOND_MOMENT_NAMES if has_second_moment else ()
         tensors = {}
         for i, state in zip(with_state, states):
             for name in names:
@@ -273,6 +289,7 @@ class LaCTCache(Cache):
             "batch_size": sizes.pop(),
             "layers_with_state": with_state,
             "has_momentum": has_momentum,
+            **({"has_second_moment": True} if has_second_moment else {}),
             "chunk_size": chunk_sizes.pop() if len(chunk_sizes) == 1 else config.lact_chunk_size,
             "fast_weights_sha256": _file_sha256(data),
         }
@@ -390,6 +407,8 @@ class LaCTCache(Cache):
         }
         if info["has_momentum"]:
             shapes.update(m0=shapes["w0"], m1=shapes["w1"], m2=shapes["w2"])
+        if info.get("has_second_moment", False):
+            shapes.update(v0=shapes["w0"], v1=shapes["w1"], v2=shapes["w2"], v_count=(batch, H))
         expected = {f"layers.{i}.{name}" for i in layers for name in shapes}
         if set(tensors) != expected:
             raise ValueError(
@@ -407,6 +426,14 @@ class LaCTCache(Cache):
                         f"layers need {shape} (batch {batch}, num_lact_heads {H}, lact_hidden_dim {Dh}, "
                         f"lact_head_dim {D})"
                     )
+                if name == "v_count":  # Adam's update count: int64, never negative
+                    if t.dtype != torch.long or bool((t < 0).any()):
+                        raise ValueError(
+                            f"LaCTCache.from_pretrained: layers.{i}.v_count ({t.dtype}) must hold int64 counts >= 0; "
+                            "the preset is unusable"
+                        )
+                    fields[name] = t.to(device=device)
+                    continue
                 if not t.is_floating_point() or not torch.isfinite(t).all():
                     raise ValueError(
                         f"LaCTCache.from_pretrained: layers.{i}.{name} ({t.dtype}) is not a finite floating-point "
