@@ -7,7 +7,9 @@
 # Steps, each under its own `timeout`; a failed step is recorded and the next one runs:
 #   install        pip install --no-deps --no-build-isolation -e . (else a symlinked package on PYTHONPATH)
 #   environment    nvidia-smi, versions, the device                           -> env.json
-#   triton_tests   pytest tests/ops/test_lact_triton.py (skipped when absent)  -> pytest.log
+#   triton_tests   pytest tests/ops/test_lact_triton.py + the Triton cases of the ablation options -> pytest.log
+#   ablation_options  benchmarks.ablation_cost: adam / chunk_ends against the reference, cost by chunk
+#                  -> ablation_cost/{ablation_cost.json,ABLATION_COST.md}
 #   bench_quick    eval/bench_lact_op.py --device cuda --quick                 -> bench_op_quick.{json,md}
 #   train_step     one a40_base training step, synthetic batches (train_step_gpu) -> train_step.json
 #   memory         the memory plan against max_memory_allocated (benchmarks.memory_gpu) -> memory_gpu.json
@@ -49,6 +51,7 @@ LOG="$RESULTS/gpu_check.log"
 STEPS="$RESULTS/steps.tsv"
 rm -f "$RESULTS"/{gpu_check.json,env.json,pytest.log,bench_op_quick.json,bench_op_quick.md,bench_op.json,bench_op.md}
 rm -f "$RESULTS"/{train_step.json,memory_gpu.json,MEMORY_GPU.md,inference_gpu.json}
+rm -rf "$RESULTS/ablation_cost"
 : > "$LOG"
 : > "$STEPS"
 START=$(date +%s)
@@ -163,7 +166,19 @@ if [ ! -f "$TRITON_TESTS" ]; then
 elif [ "$DRY_RUN" = 1 ]; then
     run_step triton_tests 60 "$RESULTS/pytest.log" "$PYTHON" -m pytest -q -p no:cacheprovider --collect-only "$TRITON_TESTS"
 else
-    run_step triton_tests 180 "$RESULTS/pytest.log" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE "$TRITON_TESTS"
+    # with the ablation options' Triton cases (their files switch to CUDA when one is present)
+    run_step triton_tests 180 "$RESULTS/pytest.log" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE -k triton \
+        "$TRITON_TESTS" tests/ops/test_lact_op_update_rule.py tests/ops/test_lact_op_chunk_ends.py
+fi
+
+# --- the ablation study's op options (update_rule="adam", chunk_ends) on the device: the fast op against the
+# reference in float64 and their cost against chunk size and length (benchmarks.ablation_cost)
+if [ "$DRY_RUN" = 1 ]; then
+    run_step ablation_options 120 "$RESULTS/ablation_options.log" "$PYTHON" -m modeling_lact_audio.benchmarks.ablation_cost \
+        --device cpu --quick --budget 0.01 --output "$RESULTS/ablation_cost"
+else
+    run_step ablation_options 240 "$RESULTS/ablation_options.log" "$PYTHON" -m modeling_lact_audio.benchmarks.ablation_cost \
+        --device cuda --budget 0.4 --output "$RESULTS/ablation_cost"
 fi
 
 # --- the op benchmark: the quick grid, then (after the training step) the default grid in the time left
@@ -272,6 +287,7 @@ if train is not None:
     summary["train_step"] = {k: train[k] for k in keys if k in train}
 summary["memory_gpu"] = load("memory_gpu.json")
 summary["inference_gpu"] = load("inference_gpu.json")
+summary["ablation_cost"] = load("ablation_cost/ablation_cost.json")  # small: it comes back inside gpu_check.json
 (results / "gpu_check.json").write_text(json.dumps(summary, indent=1))
 for name in ("bench_op_quick.md", "bench_op.md"):
     if (results / name).exists():

@@ -221,6 +221,7 @@ def test_dry_run_of_the_gpu_check_runs_every_step_on_cpu(tmp_path):
         "nvidia_smi",
         "environment",
         "triton_tests",
+        "ablation_options",
         "bench_quick",
         "train_step",
         "memory",
@@ -228,7 +229,8 @@ def test_dry_run_of_the_gpu_check_runs_every_step_on_cpu(tmp_path):
         "bench_default",
     ]
     assert summary["all_passed"] and steps["install"] == steps["bench_quick"] == steps["train_step"] == "passed"
-    assert steps["memory"] == steps["inference"] == "passed"
+    assert steps["memory"] == steps["inference"] == steps["ablation_options"] == "passed"
+    assert all("error" not in r for r in summary["ablation_cost"]["checks"] + summary["ablation_cost"]["cost"])
     assert len(summary["memory_gpu"]) == 2 and set(summary["inference_gpu"]["precisions"]) == {"fp32", "bf16", "fp16"}
     assert summary["bench_op_quick"]["complete"] and summary["bench_op"]["stopped"] == "total budget spent"
     assert summary["train_step"]["median_step_s"] > 0
