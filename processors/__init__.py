@@ -1,8 +1,9 @@
-"""Audio processors for lact-audio: feature extractor, CTC tokenizer, audio tokenizer, processor.
+"""Audio processors for lact-audio: feature extractor, CTC tokenizer, audio tokenizers, processor.
 
 Imports flow one way: nothing here imports the models or the kernels.
 """
 
+from .audio_tokenization_codec2 import Codec2AudioTokenizer, Codec2AudioTokenizerConfig
 from .audio_tokenization_lact import LaCTAudioTokenizer, LaCTAudioTokenizerConfig
 from .feature_extraction_lact import LaCTFeatureExtractor
 from .processing_lact import LaCTProcessor
@@ -24,6 +25,8 @@ def register_auto_classes(config_class) -> None:
 
 
 __all__ = [
+    "Codec2AudioTokenizer",
+    "Codec2AudioTokenizerConfig",
     "LaCTAudioTokenizer",
     "LaCTAudioTokenizerConfig",
     "LaCTCTCTokenizer",

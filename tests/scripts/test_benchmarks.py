@@ -3,7 +3,6 @@
 import json
 import mmap
 import runpy
-import shutil
 import time
 from pathlib import Path
 
@@ -302,17 +301,3 @@ def test_worker_process_records_out_of_memory_and_keeps_earlier_points():
     small, big = res["records"]
     assert small["T"] == 128 and small["median_s"] > 0
     assert big["T"] == 2**20 and big["stopped"] == "oom", big
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make corpus-deps)")
-def test_audio_tokenizer_quality_script(capsys):
-    script = runpy.run_path(str(ROOT / "eval" / "audio_tokenizer_quality.py"))
-    rows = script["main"](
-        ["--codebooks", "1", "2", "--codebook-size", "16", "--iters", "2", "--griffin-lim-iters", "2"]
-    )
-    one, two, vocoder = rows.values()
-    assert vocoder["code_l1"] == 0  # the unquantised row decodes the analysis itself
-    assert 0 < two["code_l1"] < one["code_l1"]  # a second residual codebook refines the first
-    assert all(np.isfinite(list(m.values())).all() for m in rows.values())
-    assert "vocoder only (no quantisation)" in capsys.readouterr().out
