@@ -7,6 +7,9 @@ training memory per 1,000 frames (bf16 autocast, gradient checkpointing, AdamW i
 """
 
 import argparse
+import json
+import math
+from pathlib import Path
 
 import torch
 
@@ -74,7 +77,7 @@ _SIZES = {
     ),
 }
 PRESETS = tuple(_SIZES)
-__all__ = ["PRESETS", "preset_config", "training_memory_bytes"]
+__all__ = ["PRESETS", "preset_config", "recommend", "training_memory_bytes"]
 
 
 def preset_config(name: str, task: str = "ctc", **overrides) -> LaCTAudioConfig:
@@ -86,6 +89,80 @@ def preset_config(name: str, task: str = "ctc", **overrides) -> LaCTAudioConfig:
     if name not in _SIZES:
         raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
     return LaCTAudioConfig(task=task, **{**_SIZES[name], **overrides})
+
+
+# Written by the ablation report from measured runs (modeling_lact_audio/ablations/recommendations.py).
+RECOMMENDATIONS_FILE = Path(__file__).parent / "ablations" / "recommendations.json"
+RECOMMENDATIONS_COMMAND = (
+    "python eval/ablations/run_ablations.py --ship-recommendations eval/results/ablations/components "
+    "eval/results/ablations/chunk_window eval/results/ablations/optimiser eval/results/ablations/boundaries"
+)
+
+
+def recommend(budget="medium", input_seconds: float = 10.0, streaming: bool = False, table=None) -> dict:
+    """The measured configuration to use for a compute budget and input length, from the ablation studies.
+
+    Args:
+        budget: ``"low"``, ``"medium"``, ``"high"`` (the table's tiers: a third and two thirds of the way up
+            the measured costs, and no limit) or a number: the most inference seconds per second of audio
+            allowed, as measured on the machine named in the table.
+        input_seconds: length of the inputs; picks the table's length bin whose error rate decides.
+        streaming: only configurations that can stream (no bidirectional LaCT order or attention).
+        table: a recommendation table (its path or the loaded dict); None: the one shipped in the package.
+
+    Returns:
+        ``{"name", "config", "model", "chunk_boundaries", "error", "metric", "cost", "length_bin"}``:
+        ``config`` are the ``LaCTAudioConfig`` overrides (over the recogniser recipe's
+        ``recogniser_config``); ``model`` the recogniser kind; ``error`` the measured error rate in that
+        length bin; ``cost`` inference seconds per audio second.
+
+    Raises:
+        FileNotFoundError: no table shipped yet (the message names the command that writes it).
+        ValueError: an unknown budget tier, or no configuration within the budget.
+    """
+    if table is None or isinstance(table, (str, Path)):
+        path = Path(table) if table is not None else RECOMMENDATIONS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no recommendation table at {path}: it is written from measured ablation runs by "
+                f"`{RECOMMENDATIONS_COMMAND}` (after the studies ran: eval/ablations/README.md)"
+            )
+        table = json.loads(path.read_text())
+    if isinstance(budget, str):
+        if budget not in table["budgets"]:
+            raise ValueError(f"budget must be one of {sorted(table['budgets'])} or a number, got {budget!r}")
+        limit = table["budgets"][budget]
+        limit = math.inf if limit is None else limit
+    else:
+        limit = float(budget)
+    bins = table["length_bins"]
+    index = next(
+        (i for i, (low, high) in enumerate(bins) if input_seconds >= low and (high is None or input_seconds < high)),
+        len(bins) - 1,
+    )
+    usable = [c for c in table["candidates"] if c["streaming"] or not streaming]
+    if not usable:
+        raise ValueError("no measured configuration can stream (every one reads bidirectionally)")
+    allowed = [c for c in usable if c["cost"] <= limit]
+    if not allowed:
+        cheapest = min(c["cost"] for c in usable)
+        raise ValueError(f"no measured configuration costs <= {limit} s per audio second (cheapest: {cheapest:.4g})")
+
+    def error(c):
+        e = c["error_by_length"][index]
+        return c["error"] if e is None else e
+
+    best = min(allowed, key=lambda c: (error(c), c["cost"]))
+    return {
+        "name": best["name"],
+        "config": dict(best["config"]),
+        "model": best["model"],
+        "chunk_boundaries": best["chunk_boundaries"],
+        "error": error(best),
+        "metric": table["metric"],
+        "cost": best["cost"],
+        "length_bin": bins[index],
+    }
 
 
 def main(argv=None) -> None:
