@@ -13,7 +13,7 @@ A grid file (``eval/ablations/grids/*.yaml``)::
       test_splits: [test_unseen_speakers, test_noise, test_real]
       test_rows: 100
       adaptation: {split: sessions_test_unseen, k: 5, max_streams: 8, max_utterances: 10}   # or null
-    budget: {max_steps: 80, batch_frames: 2500, max_utterances: 4, learning_rate: 3.0e-3, threads: 1}
+    budget: {max_steps: 160, batch_frames: 1200, max_utterances: 4, learning_rate: 3.0e-3, lr_scheduler_type: constant}
     seeds: [0, 1, 2]
     base: {hidden_size: 128, num_hidden_layers: 2}           # LaCTAudioConfig fields over recogniser_config
     reference: full
