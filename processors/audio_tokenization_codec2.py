@@ -31,6 +31,7 @@ import torchaudio
 from transformers import PretrainedConfig
 
 from .audio_input import prepare_waveforms
+from .audio_tokenization_lact import check_audio_codes
 
 CODEC_SAMPLING_RATE = 8000
 # mode (bit/s, 700 = 700C) -> (samples per frame at 8 kHz, bits per frame), as libcodec2 reports them.
@@ -156,22 +157,9 @@ class Codec2AudioTokenizer:
 
     def check_codes(self, codes) -> torch.LongTensor:
         """Return ``codes`` as int64 ``[B, K, T']`` or raise ``ValueError`` saying what is wrong."""
-        codes = torch.as_tensor(codes)
-        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
-            raise ValueError(f"codes must be integers, got dtype {codes.dtype}.")
-        if codes.ndim != 3:
-            raise ValueError(f"codes must have shape [B, K, T'], got {tuple(codes.shape)}.")
-        if codes.shape[1] != self.config.num_codebooks:
-            raise ValueError(
-                f"codes have K={codes.shape[1]} codebooks; Codec 2 mode {self.config.mode} has "
-                f"{self.config.num_codebooks} bytes per frame."
-            )
-        if codes.numel() == 0:
-            raise ValueError(f"codes are empty: shape {tuple(codes.shape)}.")
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= self.config.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got values in [{low}, {high}].")
-        return codes.long()
+        return check_audio_codes(
+            codes, self.config.num_codebooks, self.config.codebook_size, f"Codec 2 mode {self.config.mode} has"
+        )
 
     @torch.no_grad()
     def decode(self, codes) -> torch.FloatTensor:

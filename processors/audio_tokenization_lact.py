@@ -19,6 +19,24 @@ from .rvq import ResidualVectorQuantizer
 BACKENDS = ("mel_rvq", "encodec")
 
 
+
+def check_audio_codes(codes, num_codebooks: int, codebook_size: int, owner: str) -> torch.LongTensor:
+    """``codes`` as int64 ``[B, K, T']`` with ``K == num_codebooks`` and values in ``[0, codebook_size)``, or a
+    ``ValueError`` saying what is wrong (``owner`` names what holds ``num_codebooks``, e.g. "this tokenizer has")."""
+    codes = torch.as_tensor(codes)
+    if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+        raise ValueError(f"codes must be integers, got dtype {codes.dtype}.")
+    if codes.ndim != 3:
+        raise ValueError(f"codes must have shape [B, K, T'], got {tuple(codes.shape)}.")
+    if codes.shape[1] != num_codebooks:
+        raise ValueError(f"codes have K={codes.shape[1]} codebooks, {owner} {num_codebooks}.")
+    if codes.numel() == 0:
+        raise ValueError(f"codes are empty: shape {tuple(codes.shape)}.")
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= codebook_size:
+        raise ValueError(f"codes must lie in [0, {codebook_size}), got values in [{low}, {high}].")
+    return codes.long()
+
 class LaCTAudioTokenizerConfig(PretrainedConfig):
     """Configuration of :class:`LaCTAudioTokenizer`.
 
@@ -212,21 +230,7 @@ class LaCTAudioTokenizer(PreTrainedAudioTokenizerBase):
 
     def check_codes(self, codes) -> torch.LongTensor:
         """Return ``codes`` as int64 ``[B, K, T']`` or raise ``ValueError`` saying what is wrong."""
-        codes = torch.as_tensor(codes)
-        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
-            raise ValueError(f"codes must be integers, got dtype {codes.dtype}.")
-        if codes.ndim != 3:
-            raise ValueError(f"codes must have shape [B, K, T'], got {tuple(codes.shape)}.")
-        if codes.shape[1] != self.config.num_codebooks:
-            raise ValueError(
-                f"codes have K={codes.shape[1]} codebooks, this tokenizer has {self.config.num_codebooks}."
-            )
-        if codes.numel() == 0:
-            raise ValueError(f"codes are empty: shape {tuple(codes.shape)}.")
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= self.config.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got values in [{low}, {high}].")
-        return codes.long()
+        return check_audio_codes(codes, self.config.num_codebooks, self.config.codebook_size, "this tokenizer has")
 
     @torch.no_grad()
     def decode(self, codes) -> torch.FloatTensor:
