@@ -285,12 +285,22 @@ def plot(grid: Grid, summary: dict, folder: Path) -> None:
 def plot_positions(grid: Grid, curves: dict, folder: Path, plt) -> None:
     """``nll_by_position.png``: each variant's held-out NLL per position bin, mean over seeds with its interval."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v in grid.variants:
+    colours = plt.get_cmap("tab20").colors  # distinct colours for up to 20 variants, line styles beyond
+    for i, v in enumerate(grid.variants):
         if v.name not in curves:
             continue
         c = curves[v.name]
         x = [s + grid.data["bin_frames"] / 2 for s in c["bin_starts"]]
-        line = ax.plot(x, c["mean"], marker="o", ms=3, label=v.name, lw=2.2 if v.name == grid.reference else 1.2)
+        line = ax.plot(
+            x,
+            c["mean"],
+            marker="o",
+            ms=3,
+            label=v.name,
+            color=colours[i % len(colours)],
+            ls=("-", "--", ":")[(i // len(colours)) % 3],
+            lw=2.2 if v.name == grid.reference else 1.2,
+        )
         low, high = zip(*c["ci"])
         if not any(math.isnan(b) for b in low):
             ax.fill_between(x, low, high, color=line[0].get_color(), alpha=0.12)

@@ -127,7 +127,9 @@ def test_lm_grid_errors_name_the_field(tmp_path, change, message):
 def test_shipped_generation_grid_parses():
     grid = load_grid(str(ROOT / "eval" / "ablations" / "grids" / "generation.yaml"))
     assert grid.task == "lm" and grid.metric == "test_nll_long" and len(grid.seeds) >= 3
-    assert len(grid.runs()) <= 33 and grid.variant("no_fast_weights").model == "baseline_sliding_window"
+    assert len(grid.runs()) <= 39 and grid.variant("no_fast_weights").model == "baseline_sliding_window"
+    chunks = {grid.config_overrides(v).get("lact_chunk_size") for v in grid.variants}
+    assert {128, 256, 512, 1024, 2048} <= chunks  # the long-audio chunk sizes the seed names, within the windows
 
 
 def _tiny_lm(seed: int = 0):
