@@ -727,7 +727,15 @@ class LaCTAudioForCausalLM(LaCTAudioPreTrainedModel, GenerationMixin):
         return inputs
 
     def generate(self, *args, **kwargs):
-        """``GenerationMixin.generate`` for greedy/sampling decoding; see the class docstring."""
+        """``GenerationMixin.generate`` for greedy/sampling decoding; see the class docstring.
+
+        Audio codes have no padding id: without an ``attention_mask`` every frame of ``input_ids`` counts (transformers
+        would otherwise take each code equal to ``pad_token_id`` for padding and mask it). Pass an ``attention_mask``
+        for a left-padded batch.
+        """
+        ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+        if isinstance(ids, torch.Tensor) and ids.dim() == 2 and kwargs.get("attention_mask") is None:
+            kwargs["attention_mask"] = torch.ones_like(ids)
         gen_config = kwargs.get("generation_config") or self.generation_config
         for name in ("num_beams", "num_return_sequences"):
             value = kwargs.get(name, getattr(gen_config, name, 1)) or 1

@@ -64,9 +64,7 @@ def build_lm(kind: str, config: LaCTAudioConfig):
     )
 
 
-def training_batch(sequences: list[np.ndarray], frames: int, batch_size: int, rng) -> torch.Tensor:
-    """``input_ids [batch_size * K, frames]`` int64 (rows ``b * K + k``): windows of ``frames`` code frames at
-    offsets drawn uniformly over every window of every sequence ``[K, T_i]`` that holds one."""
+def _draw_windows(sequences: list[np.ndarray], frames: int, batch_size: int, rng) -> tuple[np.ndarray, torch.Tensor]:
     starts = np.array([max(0, s.shape[1] - frames + 1) for s in sequences])
     if starts.sum() == 0:
         raise ValueError(f"no training sequence holds {frames} frames: lower train_frames")
@@ -76,12 +74,36 @@ def training_batch(sequences: list[np.ndarray], frames: int, batch_size: int, rn
         offset = int(rng.integers(starts[i]))
         rows.append(sequences[i][:, offset : offset + frames])
     K = rows[0].shape[0]
-    return torch.from_numpy(np.stack(rows).astype(np.int64)).reshape(batch_size * K, frames)
+    return picks, torch.from_numpy(np.stack(rows).astype(np.int64)).reshape(batch_size * K, frames)
 
 
-def train_lm(model, sequences: list[np.ndarray], frames: int, args: LMTrainingArguments, log_every: int = 10) -> dict:
+def training_batch(sequences: list[np.ndarray], frames: int, batch_size: int, rng) -> torch.Tensor:
+    """``input_ids [batch_size * K, frames]`` int64 (rows ``b * K + k``): windows of ``frames`` code frames at
+    offsets drawn uniformly over every window of every sequence ``[K, T_i]`` that holds one."""
+    return _draw_windows(sequences, frames, batch_size, rng)[1]
+
+
+def conditioned_training_batch(
+    sequences: list[np.ndarray], conditions: np.ndarray, frames: int, batch_size: int, rng
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`training_batch` (the same draws for the same ``rng``) and each window's sequence's conditioning
+    vector: ``(input_ids [batch_size * K, frames] int64, conditioning_embeds [batch_size, D] float32)`` from
+    ``conditions [len(sequences), D]``."""
+    picks, ids = _draw_windows(sequences, frames, batch_size, rng)
+    return ids, torch.from_numpy(np.asarray(conditions, dtype=np.float32)[picks])
+
+
+def train_lm(
+    model,
+    sequences: list[np.ndarray],
+    frames: int,
+    args: LMTrainingArguments,
+    log_every: int = 10,
+    conditions: np.ndarray | None = None,
+) -> dict:
     """Train ``model`` on windows of ``frames`` frames of ``sequences`` (``[K, T_i]`` codes each); returns the
     log ``{"args", "history": [{"step", "loss", "lr"}], "train_seconds"}`` (also ``output_dir/summary.json``).
+    ``conditions [len(sequences), condition_dim]``: each sequence's ``conditioning_embeds`` (None: none).
 
     Step ``s`` draws its batch from ``np.random.default_rng([seed, s])``, and the state is saved with
     ``Accelerator.save_state`` (the progress as JSON inside the checkpoint, written last: a checkpoint without
@@ -116,8 +138,12 @@ def train_lm(model, sequences: list[np.ndarray], frames: int, args: LMTrainingAr
     started = time.time() - log["train_seconds"]
     model.train()
     while step < args.max_steps:
-        batch = training_batch(sequences, frames, args.batch_size, np.random.default_rng([args.seed, step]))
-        loss = model(input_ids=batch, labels=batch).loss
+        rng = np.random.default_rng([args.seed, step])
+        if conditions is None:
+            batch, embeds = training_batch(sequences, frames, args.batch_size, rng), None
+        else:
+            batch, embeds = conditioned_training_batch(sequences, conditions, frames, args.batch_size, rng)
+        loss = model(input_ids=batch, labels=batch, conditioning_embeds=embeds).loss
         accelerator.backward(loss)
         loss = float(loss.detach())
         accelerator.clip_grad_norm_(trainable, args.max_grad_norm)

@@ -38,6 +38,17 @@ from .target import claim_target, write_export_record
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def architecture_class(name: str) -> type:
+    """The lact-audio model class named ``name`` in a config's ``architectures`` (the package's models and its
+    parameter-matched baselines); ValueError for a name lact-audio does not define."""
+    from modeling_lact_audio import baselines  # the baselines subclass the models, so they import after them
+
+    for module in (modeling_lact_audio, baselines):
+        if isinstance(getattr(module, name, None), type):
+            return getattr(module, name)
+    raise ValueError(f"config.architectures names {name!r}, which is not a lact-audio model class")
+
+
 def write_generated_files(config: LaCTAudioConfig, target: Path) -> None:
     """Write the modeling code copies and ``config.json`` (``dtype: float32``) of a folder saved from ``config``.
 
@@ -50,7 +61,7 @@ def write_generated_files(config: LaCTAudioConfig, target: Path) -> None:
             "model's save_pretrained; export a trained run with run_scripts/export_checkpoint.py SOURCE TARGET"
         )
     for name in config.architectures:
-        custom_object_save(getattr(modeling_lact_audio, name), target)
+        custom_object_save(architecture_class(name), target)
     config = copy.deepcopy(config)
     config.dtype = torch.float32  # compute dtype; the stored tensors may be narrower
     config.save_pretrained(target)

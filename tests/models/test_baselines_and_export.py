@@ -42,6 +42,16 @@ def test_baseline_audio_transformer_matches_budget_and_generates():
     assert out.shape == (4, 9)
 
 
+@pytest.mark.parametrize("mixer", ["attention", "sliding_window"])
+def test_baseline_audio_transformer_save_load_round_trip(tmp_path, mixer):
+    model = BaselineAudioTransformer.from_lact_config(tester.lm_config(), mixer=mixer).eval()
+    model.save_pretrained(tmp_path)
+    loaded = BaselineAudioTransformer.from_pretrained(tmp_path).eval()
+    assert loaded.config.mixer == mixer and loaded.config.architectures == ["BaselineAudioTransformer"]
+    ids = torch.randint(0, 13, (4, 7))
+    torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+
 def test_wav2vec2_and_whisper_factories_match_budget_and_run():
     config = preset_config("tiny", "ctc", vocab_size=12)
     target = count_parameters(LaCTAudioForCTC(config))

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForCTC
 
 from modeling_lact_audio import LaCTAudioConfig, LaCTAudioForCausalLM, LaCTAudioForCTC, LaCTAudioModel, LaCTCache
+from modeling_lact_audio.baselines import BaselineAudioTransformer
 from modeling_lact_audio.kernels.validation import check_values
 from tests.model_testers import LaCTAudioModelTester
 
@@ -156,7 +157,6 @@ def _decode_cache_sizes(model, steps=40):
 def test_lm_cache_memory_does_not_grow_with_length():
     sizes = _decode_cache_sizes(_lm())
     assert len(set(sizes)) == 1, sizes
-    from modeling_lact_audio.baselines import BaselineAudioTransformer
 
     baseline = BaselineAudioTransformer.from_lact_config(tester.lm_config()).eval()
     grow = _decode_cache_sizes(baseline)
@@ -180,6 +180,23 @@ def test_generate_greedy_matches_manual_argmax_and_sampling_is_valid():
         assert s.shape == (4, 11) and s.min() >= 0 and s.max() < 13
     with pytest.raises(ValueError, match="num_beams"):
         model.generate(input_ids=prompt, max_new_tokens=2, num_beams=2)
+
+
+@pytest.mark.parametrize("kind", ["lact", "attention"])
+def test_generate_never_masks_a_code_equal_to_pad_token_id(kind):
+    # transformers infers attention_mask = (input_ids != pad_token_id) when none is given; a code is not padding
+    model = _lm() if kind == "lact" else BaselineAudioTransformer.from_lact_config(tester.lm_config()).eval()
+    prompt = torch.randint(1, 13, (4, 10))
+    prompt[0, 2] = prompt[0, 7] = 0  # codebook-0 codes equal to pad_token_id
+    out = model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    ids = prompt
+    for _ in range(4):  # greedy by full forwards over every frame
+        ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, ids)
+    masked = torch.ones_like(prompt)
+    assert torch.equal(
+        model.generate(prompt, attention_mask=masked, max_new_tokens=4, do_sample=False, pad_token_id=0), ids
+    )
 
 
 def test_lm_loss_and_bad_inputs():
@@ -266,11 +283,27 @@ def test_a_config_carries_only_the_fields_of_its_task_and_front_end(tmp_path):
 
 def test_config_json_written_before_the_task_field_still_loads(tmp_path):
     """Such files carry every field of both tasks; the ones of the other task are dropped on load."""
-    legacy_ctc = {"model_type": "lact_audio", "frontend": "log_mel", "vocab_size": 30, "num_mel_bins": 80,
-                  "num_codebooks": 4, "codebook_size": 256, "num_conditions": 0, "condition_dim": 0}
-    legacy_lm = {"model_type": "lact_audio", "frontend": "tokens", "vocab_size": 32, "num_mel_bins": 80,
-                 "conv_strides": [2, 2], "num_codebooks": 2, "codebook_size": 13,
-                 "lact_order": "apply_update", "attention_pattern": "causal"}
+    legacy_ctc = {
+        "model_type": "lact_audio",
+        "frontend": "log_mel",
+        "vocab_size": 30,
+        "num_mel_bins": 80,
+        "num_codebooks": 4,
+        "codebook_size": 256,
+        "num_conditions": 0,
+        "condition_dim": 0,
+    }
+    legacy_lm = {
+        "model_type": "lact_audio",
+        "frontend": "tokens",
+        "vocab_size": 32,
+        "num_mel_bins": 80,
+        "conv_strides": [2, 2],
+        "num_codebooks": 2,
+        "codebook_size": 13,
+        "lact_order": "apply_update",
+        "attention_pattern": "causal",
+    }
     for legacy, task in ((legacy_ctc, "ctc"), (legacy_lm, "lm")):
         (tmp_path / "config.json").write_text(json.dumps(legacy))
         config = AutoConfig.from_pretrained(tmp_path)
@@ -395,9 +428,7 @@ def test_invalid_configs_raise_clear_errors(overrides, message):
 
 @pytest.mark.parametrize("task", ["ctc", "lm"])
 def test_config_round_trip_keeps_every_field(tmp_path, task):
-    config = (tester.ctc_config if task == "ctc" else tester.lm_config)(
-        use_momentum=False, muon_steps=3, base_lr=0.05
-    )
+    config = (tester.ctc_config if task == "ctc" else tester.lm_config)(use_momentum=False, muon_steps=3, base_lr=0.05)
     config.save_pretrained(tmp_path)
     loaded = LaCTAudioConfig.from_pretrained(tmp_path)
     for key, value in config.to_diff_dict().items():
@@ -418,4 +449,3 @@ def test_rms_norm_matches_the_formula_and_keeps_the_input_dtype():
     (g_want,) = torch.autograd.grad(want.sum(), x)
     torch.testing.assert_close(g, g_want)
     assert norm(x.detach().bfloat16()).dtype == torch.bfloat16
-

@@ -1,6 +1,5 @@
 """Adaptation protocols on a tiny random head and a fake cached split: each condition equals the runs it stands for."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -34,17 +33,11 @@ from modeling_lact_audio.processors import LaCTCTCTokenizer
 from modeling_lact_audio.recogniser.evaluation import paired_bootstrap_pvalue
 from modeling_lact_audio.recogniser.heads import build_recogniser, recogniser_config
 from modeling_lact_audio.recogniser.training import cached_logits, save_recogniser
+from tests.script_utils import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["hello world", "a cat sat", "the dog ran", "one two three", "bye now", "good day"]
 D_MODEL = 16
-
-
-def _script(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +361,7 @@ def test_the_command_line_writes_every_protocol_and_keeps_them_on_a_rerun(lact, 
     split.save_to_disk(str(cache / "tiny"))
     save_recogniser(lact, tokenizer, tmp_path / "lact")
     save_recogniser(bilstm, tokenizer, tmp_path / "bilstm")
-    script = _script(ROOT / "eval" / "adaptation" / "run_adaptation.py")
+    script = load_script(ROOT / "eval" / "adaptation" / "run_adaptation.py")
     out = tmp_path / "results"
     common = [
         "--head", f"lact={tmp_path / 'lact'}", "--head", f"bilstm={tmp_path / 'bilstm'}",

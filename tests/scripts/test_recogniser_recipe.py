@@ -1,6 +1,5 @@
 """The recogniser recipe end to end on a tiny corpus and a tiny random Whisper: cache, train, evaluate."""
 
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -11,14 +10,9 @@ import pytest
 import soundfile as sf
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
+from tests.script_utils import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _wav(seconds: float, freq: float) -> dict:
@@ -47,16 +41,46 @@ def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
         {"train": _split(12, 0), "validation": _split(4, 100), "test_seen": _split(4, 200)}
     ).save_to_disk(corpus)
     whisper = tmp_path / "whisper"
-    config = WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, vocab_size=100,
-                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    config = WhisperConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        vocab_size=100,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     WhisperForConditionalGeneration(config).save_pretrained(whisper)
     WhisperFeatureExtractor().save_pretrained(whisper)
     cache, out = tmp_path / "cache", tmp_path / "lact"
-    train = _script(ROOT / "run_scripts" / "train_recogniser.py")
-    common = ["--corpus", str(corpus), "--whisper", str(whisper), "--cache", str(cache), "--max-steps", "3",
-              "--eval-every", "3", "--save-every", "2", "--batch-frames", "400", "--max-utterances", "3",
-              "--warmup-steps", "1", "--threads", "1"]
+    train = load_script(ROOT / "run_scripts" / "train_recogniser.py")
+    common = [
+        "--corpus",
+        str(corpus),
+        "--whisper",
+        str(whisper),
+        "--cache",
+        str(cache),
+        "--max-steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--save-every",
+        "2",
+        "--batch-frames",
+        "400",
+        "--max-utterances",
+        "3",
+        "--warmup-steps",
+        "1",
+        "--threads",
+        "1",
+    ]
     log = train.main([*common, "--model", "lact", "--output", str(out), "--validation-rows", "4"])
     assert log["carry_state"] and len(log["history"]) == 3 and log["best"] is not None
     assert json.loads((cache / "train" / "cache_info.json").read_text())["split"] == "train"
@@ -66,15 +90,36 @@ def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
     train.main([*common, "--model", "bilstm", "--output", str(tmp_path / "bilstm"), "--validation-rows", "4"])
 
     assert not (cache / "test_seen").exists()  # the evaluation encodes the test split it needs
-    lm = _script(ROOT / "run_scripts" / "build_language_model.py")
+    lm = load_script(ROOT / "run_scripts" / "build_language_model.py")
     lm_folder = lm.main(["--corpus", str(corpus), "--vocab-from", str(out / "best"), "--output", str(tmp_path)])
-    evaluate = _script(ROOT / "eval" / "recogniser_eval.py")
-    results = evaluate.main([
-        "--head", f"lact={out / 'best'}", "--head", f"bilstm={tmp_path / 'bilstm' / 'best'}", "--cache", str(cache),
-        "--corpus", str(corpus), "--splits", "test_seen", "--rows", "4", "--lm", str(lm_folder),
-        "--validation-rows", "4", "--whisper", str(whisper), "--no-zero-shot", "--reference", "lact",
-        "--output", str(tmp_path / "eval"),
-    ])
+    evaluate = load_script(ROOT / "eval" / "recogniser_eval.py")
+    results = evaluate.main(
+        [
+            "--head",
+            f"lact={out / 'best'}",
+            "--head",
+            f"bilstm={tmp_path / 'bilstm' / 'best'}",
+            "--cache",
+            str(cache),
+            "--corpus",
+            str(corpus),
+            "--splits",
+            "test_seen",
+            "--rows",
+            "4",
+            "--lm",
+            str(lm_folder),
+            "--validation-rows",
+            "4",
+            "--whisper",
+            str(whisper),
+            "--no-zero-shot",
+            "--reference",
+            "lact",
+            "--output",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert json.loads((cache / "test_seen" / "cache_info.json").read_text())["max_rows"] == 4
     assert set(results["systems"]) == {"lact", "lact + LM", "bilstm", "bilstm + LM"}
     for system in results["systems"].values():
