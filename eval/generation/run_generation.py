@@ -103,17 +103,20 @@ def main(argv=None) -> Path:
         tokens = Path(info["tokens"])
         data = load_generation_data(json.loads((tokens / "meta.json").read_text())["settings"], str(tokens.parent))
         train_command = Path(args.models_dir) / "command.txt"
-        if set(args.only) == set(PIECES) or not (results / "command.json").exists():
-            write_json(
-                results / "command.json",
-                {
-                    "train": train_command.read_text().strip() if train_command.exists() else None,
-                    "evaluate": "python eval/generation/run_generation.py "
-                    + shlex.join([a for a in argv_list if a != "--report-only"]),
-                    "report": "python eval/generation/run_generation.py --report-only"
-                    + ("" if args.results == StudySettings().results else f" --results {args.results}"),
-                },
-            )
+        # every evaluation command that wrote part of these results, in order (a full run starts the list anew)
+        evaluate = "python eval/generation/run_generation.py " + shlex.join(argv_list)
+        earlier = json.loads((results / "command.json").read_text()) if (results / "command.json").exists() else {}
+        done = earlier.get("evaluate") or []
+        done = [done] if isinstance(done, str) else done
+        write_json(
+            results / "command.json",
+            {
+                "train": train_command.read_text().strip() if train_command.exists() else None,
+                "evaluate": [evaluate] if set(args.only) == set(PIECES) else list(dict.fromkeys([*done, evaluate])),
+                "report": "python eval/generation/run_generation.py --report-only"
+                + ("" if args.results == StudySettings().results else f" --results {args.results}"),
+            },
+        )
         start = time.time()
         run_study(data, settings, args.only)
         print(f"evaluation done in {(time.time() - start) / 60:.1f} min")

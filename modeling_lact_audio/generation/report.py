@@ -219,8 +219,8 @@ def write_report(results, tokenizer_results="eval/results/audio_tokenizer/result
     command = data["command"]
     lines += ["Commands:", ""]
     for name in ("train", "evaluate", "report"):
-        if command.get(name):
-            lines += [f"    {command[name]}"]
+        entries = command.get(name) or []
+        lines += [f"    {entry}" for entry in ([entries] if isinstance(entries, str) else entries)]
     lines += [""]
     lines += [
         "Data: the corpus has no 5-minute recordings (sessions of 1-4.5 min), so each sequence is the",

@@ -65,7 +65,7 @@ class StudySettings:
     bin_seconds: float = 10.0
     max_context_seconds: float = 300.0
     prompt_seconds: tuple = (30.0, 60.0, 300.0)
-    prompts_per_length: tuple = (6, 6, 2)
+    prompts_per_length: tuple = (4, 4, 2)
     continuation_seconds: float = 30.0
     subset_prompts: int = 2
     window_seconds: float = 5.0
