@@ -164,6 +164,18 @@ def train_lm(
 
 
 @torch.no_grad()
+def target_nll(model, codes: np.ndarray, conditioning_embeds=None) -> np.ndarray:
+    """Next-code NLL (nats) of one window ``codes [K, T]`` in one forward from an empty state: ``[K, T - 1]``
+    float64, column ``t - 1`` for the frame at position ``t``; ``conditioning_embeds [1, condition_dim]`` or None."""
+    K, T = codes.shape
+    ids = torch.from_numpy(codes.astype(np.int64))
+    logits = model(input_ids=ids, conditioning_embeds=conditioning_embeds).logits.float()  # [K, T, V]
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
+    )
+    return nll.view(K, T - 1).double().numpy()
+
+
 def window_nll(model, codes: np.ndarray, bin_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Next-code NLL of one window ``codes [K, T]`` in one forward from an empty state.
 
@@ -172,12 +184,7 @@ def window_nll(model, codes: np.ndarray, bin_frames: int) -> tuple[np.ndarray, n
     that is (``n_bins = ceil(T / bin_frames)``; position 0 has no prediction).
     """
     K, T = codes.shape
-    ids = torch.from_numpy(codes.astype(np.int64))
-    logits = model(input_ids=ids).logits.float()  # [K, T, V]
-    nll = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
-    )
-    per_frame = nll.view(K, T - 1).double().sum(0).numpy()  # [T - 1]: targets at positions 1 .. T - 1
+    per_frame = target_nll(model, codes).sum(0)  # [T - 1]: targets at positions 1 .. T - 1
     bins = np.arange(1, T) // bin_frames
     n_bins = math.ceil(T / bin_frames)
     return np.bincount(bins, per_frame, n_bins), np.bincount(bins, minlength=n_bins).astype(np.int64) * K

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
+from ..ablations.lm_model import target_nll
 from ..audio_quality import speaker_embedding
 from ..data import SAMPLING_RATE
 from .decode_cost import decoding_cost
@@ -152,20 +153,12 @@ def position_nll(model, codes: np.ndarray, bin_frames: int, conditioning_embeds=
     summed over the K codebooks (and over codebook 0 alone) of the frames predicted at positions ``t = 1 .. T-1``
     with ``t // bin_frames == i``, and how many frames that is (``n_bins = ceil(T / bin_frames)``).
     """
-    K, T = codes.shape
-    ids = torch.from_numpy(codes.astype(np.int64))
-    logits = model(input_ids=ids, conditioning_embeds=conditioning_embeds).logits.float()  # [K, T, V]
-    nll = (
-        torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
-        )
-        .view(K, T - 1)
-        .double()
-    )
+    T = codes.shape[1]
+    nll = target_nll(model, codes, conditioning_embeds)  # [K, T - 1]
     bins, n_bins = np.arange(1, T) // bin_frames, math.ceil(T / bin_frames)
     return {
-        "sums": np.bincount(bins, nll.sum(0).numpy(), n_bins).tolist(),
-        "sums_codebook0": np.bincount(bins, nll[0].numpy(), n_bins).tolist(),
+        "sums": np.bincount(bins, nll.sum(0), n_bins).tolist(),
+        "sums_codebook0": np.bincount(bins, nll[0], n_bins).tolist(),
         "frames": np.bincount(bins, minlength=n_bins).tolist(),
     }
 

@@ -32,19 +32,6 @@ ROLL_PERCENT = 0.85
 ONSET_DELTA_DB = 0.5
 
 
-def _waveform(audio, name: str) -> np.ndarray:
-    if hasattr(audio, "detach"):
-        audio = audio.detach().cpu().float().numpy()
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(f"{name}: expected one mono waveform [L], got shape {audio.shape}")
-    if audio.size == 0:
-        raise ValueError(f"{name}: the audio has no samples")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"{name}: the audio holds NaN or Inf")
-    return audio
-
-
 def pitch_track(audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> tuple[np.ndarray, np.ndarray]:
     """f0 and voicing of ``audio [L]`` (float32, 16 kHz) per 16 ms frame (centred 64 ms windows).
 
@@ -142,7 +129,10 @@ def continuation_metrics(
         ValueError: empty, multi-channel or non-finite audio, a silent prompt, a bad rate or window length,
             or audio shorter than one window (the message gives both lengths).
     """
-    audio, prompt_audio = _waveform(audio, "audio"), _waveform(prompt_audio, "prompt_audio")
+    audio, prompt_audio = (
+        audio_quality.check_audio(audio, name="audio"),
+        audio_quality.check_audio(prompt_audio, name="prompt_audio"),
+    )
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise ValueError(f"sampling_rate must be a positive int (Hz), got {sampling_rate!r}")
     if not (isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds) and window_seconds > 0):

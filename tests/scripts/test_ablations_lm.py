@@ -2,8 +2,6 @@
 grid checks, the token cache, NLL by position, a 2 x 2 study run and resumed through the command line, and
 its report."""
 
-import importlib.util
-import io
 import json
 import math
 from pathlib import Path
@@ -11,7 +9,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
 
@@ -26,36 +23,10 @@ from modeling_lact_audio.ablations.lm_model import (
     window_nll,
 )
 from modeling_lact_audio.ablations.statistics import lm_metrics, utterance_counts
+from tests.script_utils import load_script
+from tests.session_corpus import session_split
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _wav(seconds: float, seed: int) -> dict:
-    """A "session": tones that change every 0.3 s, over a little noise (16 kHz wav bytes)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(16000 * seconds)) / 16000
-    freq = rng.choice([150.0, 300.0, 600.0, 1200.0], size=int(seconds / 0.3) + 1)[(t / 0.3).astype(int)]
-    audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
-    buf = io.BytesIO()
-    sf.write(buf, audio.astype(np.float32), 16000, format="WAV")
-    return {"bytes": buf.getvalue(), "path": None}
-
-
-def _split(name: str, seconds: list[float], seed: int) -> datasets.Dataset:
-    rows = {
-        "uid": [f"{name}-{i:04d}" for i in range(len(seconds))],
-        "audio": [_wav(s, seed + i) for i, s in enumerate(seconds)],
-        "text": ["a session"] * len(seconds),
-        "duration": seconds,
-    }
-    return datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(sampling_rate=16000))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +34,8 @@ def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus") / "corpus"
     datasets.DatasetDict(
         {
-            "sessions_train": _split("sessions_train", [3.0, 4.0, 2.5], seed=0),
-            "sessions_test_unseen": _split("t", [4.5, 2.2, 1.0], seed=100),
+            "sessions_train": session_split("sessions_train", [3.0, 4.0, 2.5], seed=0),
+            "sessions_test_unseen": session_split("t", [4.5, 2.2, 1.0], seed=100),
         }
     ).save_to_disk(str(folder))
     return folder
@@ -209,7 +180,7 @@ def test_a_two_by_two_lm_study_runs_resumes_and_reports(corpus, tmp_path):
     grid_file = tmp_path / "tiny_lm.yaml"
     grid_file.write_text(yaml.safe_dump(_grid(corpus)))
     out = tmp_path / "study"
-    script = _script(ROOT / "eval" / "ablations" / "run_ablations.py")
+    script = load_script(ROOT / "eval" / "ablations" / "run_ablations.py")
     first = script.main(["--grid", str(grid_file), "--output", str(out), "--shard", "0/2"])
     assert first["status"]["done"] == ["full/seed0", "full/seed1"]
     second = script.main(["--grid", str(grid_file), "--output", str(out)])

@@ -2,7 +2,6 @@
 conditioned training and its exact resume, the three generators trained by the command, the evaluation end to
 end (NLL by position, continuations, cost, streaming, samples, report) and the report's statistics."""
 
-import io
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from modeling_lact_audio.ablations.lm_model import (
@@ -26,30 +24,9 @@ from modeling_lact_audio.generation.study import StudySettings, generation_items
 from modeling_lact_audio.generation.study_data import data_settings, load_generation_data, voice_of
 from modeling_lact_audio.generation.training import GENERATORS, load_generator
 from tests.script_utils import load_script
+from tests.session_corpus import session_split
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wav(seconds: float, seed: int) -> dict:
-    """A "session": tones that change every 0.3 s, over a little noise (16 kHz wav bytes)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(16000 * seconds)) / 16000
-    freq = rng.choice([150.0, 300.0, 600.0, 1200.0], size=int(seconds / 0.3) + 1)[(t / 0.3).astype(int)]
-    audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
-    buf = io.BytesIO()
-    sf.write(buf, audio.astype(np.float32), 16000, format="WAV")
-    return {"bytes": buf.getvalue(), "path": None}
-
-
-def _split(name: str, seconds: list[float], speakers: list[str], seed: int) -> datasets.Dataset:
-    rows = {
-        "uid": [f"{name}-{i:04d}" for i in range(len(seconds))],
-        "audio": [_wav(s, seed + i) for i, s in enumerate(seconds)],
-        "text": ["a session"] * len(seconds),
-        "speaker": speakers,
-        "duration": seconds,
-    }
-    return datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(sampling_rate=16000))
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +34,11 @@ def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus") / "corpus"
     datasets.DatasetDict(
         {
-            "sessions_train": _split("sessions_train", [3.0, 2.5, 3.0], ["e:a@r1.00", "e:b@r1.00", "e:a@r1.12"], 0),
-            "sessions_test_unseen": _split(
-                "sessions_test_unseen", [3.0, 2.5, 2.6], ["f:x@r1.00p1.00", "f:y@r1.00", "f:x@r0.88p0.90"], 100
+            "sessions_train": session_split(
+                "sessions_train", [3.0, 2.5, 3.0], 0, ["e:a@r1.00", "e:b@r1.00", "e:a@r1.12"]
+            ),
+            "sessions_test_unseen": session_split(
+                "sessions_test_unseen", [3.0, 2.5, 2.6], 100, ["f:x@r1.00p1.00", "f:y@r1.00", "f:x@r0.88p0.90"]
             ),
         }
     ).save_to_disk(str(folder))
