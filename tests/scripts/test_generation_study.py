@@ -194,3 +194,4 @@ def test_report_statistics_on_constructed_numbers():
     assert nll_matrix(entry, codebook0=True)[0].tolist() == [3.0, 0.5]
     trip = tokenizer_round_trip(ROOT / "eval" / "results" / "audio_tokenizer" / "results.json")
     assert trip["wer_ratio_excess"] > 1 and trip["similarity_shortfall"] > 0
+    assert not trip["met"] and trip["unquantised"]["wer_ratio"] < trip["wer_ratio"]  # the quantisation loses most
