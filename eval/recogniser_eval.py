@@ -9,8 +9,10 @@ Writes ``results.json`` (WER/CER with 95% bootstrap intervals, paired bootstrap 
 """
 
 import argparse
+import json
 import shlex
 import sys
+from pathlib import Path
 
 from modeling_lact_audio.recogniser.evaluation import evaluate_recognisers, wer_cer
 from modeling_lact_audio.whisper_conversion.baseline import default_output_dir
@@ -26,9 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--splits", nargs="+", default=SPLITS)
     parser.add_argument("--rows", type=int, default=200, help="rows per test split (a fixed random subset)")
-    parser.add_argument(
-        "--validation-rows", type=int, default=300, help="validation rows the LM weights are tuned on"
-    )
+    parser.add_argument("--validation-rows", type=int, default=300, help="validation rows the LM weights are tuned on")
     parser.add_argument("--lm", default=None, help="language_model folder (build_language_model)")
     parser.add_argument(
         "--whisper", default=DEFAULT_WHISPER, help="Whisper folder: the encoder of the cache and the zero-shot system"
@@ -36,6 +36,12 @@ def parse_args(argv=None):
     parser.add_argument("--no-zero-shot", action="store_true", help="skip Whisper's own decoder")
     parser.add_argument("--whisper-beams", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--reference", default=None, help="system the paired p-values compare against")
+    parser.add_argument(
+        "--keep-from", default=None, help="an earlier results.json whose --keep systems are kept (same utterances)"
+    )
+    parser.add_argument(
+        "--keep", nargs="+", default=[], metavar="SYSTEM[=NAME]", help="systems kept from --keep-from (renamed NAME)"
+    )
     parser.add_argument("--output", default="eval/results/recogniser")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
@@ -47,6 +53,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     heads = dict(h.split("=", 1) for h in args.head)
+    if bool(args.keep) != bool(args.keep_from):
+        raise SystemExit("--keep and --keep-from go together: the systems to keep and the results.json they are in")
+    kept = None
+    if args.keep_from:
+        names = dict((k.split("=", 1) + [k])[:2] for k in args.keep)
+        kept = {"results": json.loads(Path(args.keep_from).read_text()), "names": names}
     return evaluate_recognisers(
         heads,
         args.cache,
@@ -61,6 +73,7 @@ def main(argv=None) -> dict:
         whisper_beams=tuple(args.whisper_beams),
         reference=args.reference,
         score_fn=wer_cer,
+        kept=kept,
         command=shlex.join(["python", "eval/recogniser_eval.py", *(sys.argv[1:] if argv is None else argv)]),
     )
 

@@ -279,12 +279,13 @@ def section_setup(r: dict) -> str:
             "**Models.** Heads of the same size reading one shared encoder's cached states; training minutes on "
             "the CPU:",
             "",
-            "| system | trainable parameters | training minutes |",
-            "|---|---|---|",
+            "| system | trainable parameters | training steps | train utterances | training minutes |",
+            "|---|---|---|---|---|",
         ]
         for name, s in rec["systems"].items():
             minutes = f"{s['train_seconds'] / 60:.1f}" if s.get("train_seconds") else "-"
-            lines.append(f"| {name} | {s.get('parameters', 0) / 1e6:.2f}M | {minutes} |")
+            steps, rows = (s.get(k) or "-" for k in ("train_steps", "train_rows"))
+            lines.append(f"| {name} | {s.get('parameters', 0) / 1e6:.2f}M | {steps} | {rows} | {minutes} |")
         lines.append("")
     else:
         lines.append(_not_run("the recogniser evaluation", FILES["recogniser"]))

@@ -9,6 +9,7 @@ A session split (one long recording per row) can instead be cached one row per u
 
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def cache_split(
         corpus, split, max_rows: passed to :func:`modeling_lact_audio.data.load_split` (a subset is a
             fixed random one, seed 0).
         output: the cache folder; ``output/split`` holds the dataset, ``output/split/cache_info.json``
-            what produced it (encoder, rows), so a cache of another encoder or size is never reused.
+            what produced it (encoder, rows), so a cache of another encoder or size is never reused;
+            a cache of a smaller ``max_rows`` subset of the same split is grown: only the new rows are encoded.
         encoder, feature_extractor: from :func:`load_whisper_encoder`.
         batch_size: waveforms per encoder call.
         encoder_id: a name of the encoder recorded in ``cache_info.json``.
@@ -102,9 +104,14 @@ def cache_split(
     target = Path(output) / split
     info = {"corpus": str(Path(corpus).resolve()), "split": split, "max_rows": max_rows, "encoder": encoder_id}
     info_file = target / "cache_info.json"
-    if info_file.exists() and json.loads(info_file.read_text()) == info:
+    old = json.loads(info_file.read_text()) if info_file.exists() else None
+    if old == info:
         return datasets.load_from_disk(str(target))
     rows = load_split(corpus, split, max_rows=max_rows, shuffle_seed=0 if max_rows else None)
+    kept_rows = _reusable_rows(old, info, len(rows))
+    previous = datasets.load_from_disk(str(target)) if kept_rows else None
+    if previous is not None and previous["uid"] != rows.select(range(kept_rows))["uid"]:
+        previous, kept_rows = None, 0  # the corpus changed under the cache: encode everything again
     kept = [c for c in KEPT_COLUMNS if c in rows.column_names]
     d_model = encoder.config.d_model
     features = datasets.Features(
@@ -112,20 +119,40 @@ def cache_split(
     )
 
     def batches():
+        if previous is not None:
+            yield from previous.with_format("numpy", columns=["states"], output_all_columns=True)
         for start in tqdm(
-            range(0, len(rows), batch_size), desc=f"encoding {split}", total=math.ceil(len(rows) / batch_size)
+            range(kept_rows, len(rows), batch_size),
+            desc=f"encoding {split}",
+            total=math.ceil((len(rows) - kept_rows) / batch_size),
         ):
             chunk = rows[start : start + batch_size]
             states = encode_waveforms(encoder, feature_extractor, [read_audio(cell) for cell in chunk["audio"]])
             for i, s in enumerate(states):
                 yield {**{c: chunk[c][i] for c in kept}, "states": s.astype(np.float16)}
 
-    target.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:  # a fresh builder cache: never a stale one
         dataset = datasets.Dataset.from_generator(batches, features=features, cache_dir=scratch)
-        dataset.save_to_disk(str(target))
+        staged = Path(scratch) / "staged"
+        dataset.save_to_disk(str(staged))  # the old cache is read until here: replace it only now
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(staged), str(target))
     info_file.write_text(json.dumps(info, indent=1))
     return datasets.load_from_disk(str(target))
+
+
+def _reusable_rows(old: dict | None, new: dict, rows: int) -> int:
+    """Rows of an existing cache (``cache_info.json`` ``old``) that a cache ``new`` of ``rows`` rows starts with.
+
+    A fixed random subset of ``max_rows`` rows (seed 0) begins with every smaller one of the same split, so a
+    cache grown from 2500 to 5000 rows encodes only the 2500 new ones; anything else is encoded again.
+    """
+    if old is None or old.get("max_rows") is None:
+        return 0
+    same_source = {k: v for k, v in old.items() if k != "max_rows"} == {k: v for k, v in new.items() if k != "max_rows"}
+    return old["max_rows"] if same_source and old["max_rows"] < rows else 0
 
 
 SESSION_COLUMNS = ("uid", "audio", "segment_starts", "segment_ends", "segment_texts")

@@ -20,6 +20,27 @@ from .training import cached_logits, greedy_texts
 GROUP_COLUMNS = {"test_noise": ("condition", "snr_db"), "test_domain": ("domain",)}
 
 
+def kept_systems(previous: dict, names: dict[str, str], uids: dict[str, list[str]]) -> dict:
+    """Systems of an earlier evaluation's ``results.json`` dict, checked to be on the utterances ``uids``
+    (``{split: [uid, ...]}``) and marked ``kept_from`` with the command that scored them.
+
+    ``names`` maps each kept system's name there to its name here (e.g. ``{"lact": "lact (360 steps)"}``).
+
+    Raises:
+        ValueError: a name the earlier evaluation lacks, or a split it did not score on the same utterances.
+    """
+    missing = [n for n in names if n not in previous["systems"]]
+    if missing:
+        raise ValueError(f"the earlier evaluation has no system {missing}; it has {sorted(previous['systems'])}")
+    for split, ids in uids.items():
+        if previous.get("uids", {}).get(split) != ids:
+            raise ValueError(
+                f"{split}: the earlier evaluation did not score the same utterances (its results.json has "
+                f"{'other' if split in previous.get('uids', {}) else 'no'} uids for it); evaluate those systems again"
+            )
+    return {new: {**previous["systems"][old], "kept_from": previous.get("command")} for old, new in names.items()}
+
+
 def wer_cer(references: list[str], predictions: list[str]) -> dict:
     """Corpus-level ``{"wer", "cer"}`` of texts normalised as the tokenizer normalises them."""
     import jiwer
@@ -81,21 +102,47 @@ def tune_lm(
     lm_weights=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
     word_scores=(-1.0, 0.0, 1.0, 2.0),
     beam_size: int = 50,
+    max_extensions: int = 4,
 ) -> dict:
     """Grid search of the LM weight and word bonus on *validation* log-probabilities; returns the best by WER.
 
-    ``score_fn(references, predictions) -> {"wer", "cer"}``. Returns ``{"lm_weight", "word_score",
-    "beam_size", "wer", "cer", "grid": [...]}``.
+    ``score_fn(references, predictions) -> {"wer", "cer"}``. While the best point lies on an edge of the grid
+    that can move (the largest LM weight, either end of the word bonuses), the grid is extended past that
+    edge by its last spacing, at most ``max_extensions`` times, so the optimum is not cut off by the grid.
+    Returns ``{"lm_weight", "word_score", "beam_size", "wer", "cer", "grid": [...], "edge": [...]}`` (``edge``:
+    the edges the best point still lies on after the last extension; empty when it is inside the grid).
     """
     lengths = torch.tensor([lp.shape[0] for lp in log_probs])
     padded = torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True)
-    grid = []
-    for w in tqdm(lm_weights, desc="LM grid"):
-        for s in word_scores:
+    weights, bonuses, scored = sorted(lm_weights), sorted(word_scores), {}
+
+    def search():
+        todo = [(w, s) for w in weights for s in bonuses if (w, s) not in scored]
+        for w, s in tqdm(todo, desc="LM grid"):
             decoder = CTCBeamSearchDecoder(vocab, lm_folder, beam_size=beam_size, lm_weight=w, word_score=s)
-            grid.append({"lm_weight": w, "word_score": s, **score_fn(references, decoder(padded, lengths))})
-    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
-    return {**best, "beam_size": beam_size, "grid": grid}
+            scored[w, s] = {"lm_weight": w, "word_score": s, **score_fn(references, decoder(padded, lengths))}
+        best = min(scored.values(), key=lambda g: (g["wer"], g["cer"]))
+        edge = []
+        if len(weights) > 1 and best["lm_weight"] == weights[-1]:
+            edge.append("largest lm_weight")
+        if len(bonuses) > 1 and best["word_score"] == bonuses[0]:
+            edge.append("smallest word_score")
+        if len(bonuses) > 1 and best["word_score"] == bonuses[-1]:
+            edge.append("largest word_score")
+        return best, edge
+
+    best, edge = search()
+    for _ in range(max_extensions):
+        if not edge:
+            break
+        if "largest lm_weight" in edge:
+            weights.append(weights[-1] + (weights[-1] - weights[-2]))
+        if "smallest word_score" in edge:
+            bonuses.insert(0, bonuses[0] - (bonuses[1] - bonuses[0]))
+        if "largest word_score" in edge:
+            bonuses.append(bonuses[-1] + (bonuses[-1] - bonuses[-2]))
+        best, edge = search()
+    return {**best, "beam_size": beam_size, "grid": list(scored.values()), "edge": edge}
 
 
 def decode_with_lm(log_probs, decoder: CTCBeamSearchDecoder) -> list[str]:
@@ -155,6 +202,7 @@ def evaluate_recognisers(
     command: str | None = None,
     encoder_folder: str | None = None,
     validation_rows: int = 300,
+    kept: dict | None = None,
 ) -> dict:
     """Every head and Whisper zero-shot on the same ``rows`` utterances of each split; writes ``output``.
 
@@ -169,6 +217,10 @@ def evaluate_recognisers(
         whisper_folder, whisper_beams: Whisper zero-shot systems (``num_beams`` each); None: none.
         reference: the system the paired p-values compare every other system with.
         score_fn: normaliser-aware ``(references, predictions) -> {"wer", "cer"}`` for LM tuning.
+        kept: systems of an earlier evaluation to keep in this one (``{"results": results.json's dict,
+            "names": {name there: name here}}``), e.g. baselines whose heads were trained at another budget; they are
+            copied with ``kept_from`` (that evaluation's command) and must have been scored on the same
+            utterances (the earlier file's ``uids`` equal this one's, split by split).
 
     Returns the results dict also written to ``output/results.json`` (with ``REPORT.md`` and a plot).
     """
@@ -217,6 +269,9 @@ def evaluate_recognisers(
         results["encoder_rtf"] = encoder_rtf
     references = {s: [normalize_for_scoring(t) for t in load_cached(s)["text"]] for s in splits}
     results["groups"] = {s: {c: [str(v) for v in load_cached(s)[c]] for c in GROUP_COLUMNS.get(s, ())} for s in splits}
+    results["uids"] = {s: [str(u) for u in load_cached(s)["uid"]] for s in splits}
+    if kept:
+        results["systems"].update(kept_systems(kept["results"], kept["names"], results["uids"]))
     for name, folder in heads.items():
         tokenizer = LaCTCTCTokenizer.from_pretrained(folder)
         head = load_head(folder)
@@ -257,6 +312,8 @@ def evaluate_recognisers(
                 head_rtf=head_rtf,
                 rtf=None if encoder_rtf is None else head_rtf + encoder_rtf,
                 best=summary.get("best"),
+                train_steps=summary.get("args", {}).get("max_steps"),
+                train_rows=summary.get("args", {}).get("extra", {}).get("train_rows"),
             )
         results["systems"].update(systems)
     if whisper_folder is not None:

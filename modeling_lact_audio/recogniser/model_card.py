@@ -36,6 +36,7 @@ def render_model_card(results: dict, summary: dict, config, head_name: str = "la
     lm = (results["systems"].get(f"{head_name} + LM") or {}).get("lm") or {}
     path = f"model_cards/checkpoints/{folder_name}" if folder_name else "<folder>"
     whisper_layers = config.whisper_config["encoder_layers"]
+    output_dir = args.get("output_dir", f"outputs/recogniser/{head_name}")
     return f"""{FRONT_MATTER}
 # lact-audio recogniser on Whisper tiny.en's encoder ({folder_name or "lact_whisper_ctc"})
 
@@ -76,14 +77,16 @@ Whisper's encoder is not causal: this model does not stream (the streaming model
 Heads trained on the encoder states of the lact-audio corpus (synthetic espeak-ng / festival / flite / Piper
 voices), cached once (`cache/whisper_tiny_en_states`, 30 s windows, fp16):
 
-    python run_scripts/train_recogniser.py --model {head_name} --output outputs/recogniser_v2/{head_name} \\
+    python run_scripts/train_recogniser.py --model {head_name} --output {output_dir} \\
         --train-rows {args.get("extra", {}).get("train_rows", "?")} --max-steps {args.get("max_steps", "?")} \\
         --learning-rate {args.get("learning_rate", "?")} --warmup-steps {args.get("warmup_steps", "?")} \\
         --batch-frames {args.get("batch_frames", "?")} --max-utterances {args.get("max_utterances", "?")} \\
-        --lact-chunk-size {config.lact_chunk_size} --validation-rows 300 --eval-every {args.get("eval_every", "?")}
+        --lr-scheduler-type {args.get("lr_scheduler_type", "cosine")} --lact-chunk-size {config.lact_chunk_size} \
+        --validation-rows 300 --eval-every {args.get("eval_every", "?")}
 
-AdamW (weight decay {args.get("weight_decay", "?")}), cosine schedule, SpecAugment-style masks on the cached
-states, {args.get("single_fraction", 0) * 100:.0f}% single-utterance sessions. Best validation step
+AdamW (weight decay {args.get("weight_decay", "?")}), {args.get("lr_scheduler_type", "cosine")} learning-rate
+schedule, SpecAugment-style masks on the cached states, {args.get("single_fraction", 0) * 100:.0f}%
+single-utterance sessions. Best validation step
 {best.get("step", "?")}: WER {100 * best.get("wer", float("nan")):.1f}%, CER {100 * best.get("cer", float("nan")):.1f}%
 (greedy, 300 validation utterances). LM: IRSTLM 3-gram over the train split's sentences; LM weight
 {lm.get("lm_weight", "?")}, word bonus {lm.get("word_score", "?")}, beam {lm.get("beam_size", "?")}, chosen on

@@ -101,16 +101,29 @@ def markdown_tables(results: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
-        "### Size and speed",
+        "### Size, training budget and speed",
         "",
-        "| system | trainable parameters | training minutes | RTF |",
-        "|---|---|---|---|",
+        "| system | trainable parameters | training steps | train utterances | training minutes | RTF |",
+        "|---|---|---|---|---|---|",
     ]
     for name, system in results["systems"].items():
         minutes = system.get("train_seconds")
         minutes = f"{minutes / 60:.1f}" if minutes else "-"
         rtf = f"{system['rtf']:.3f}" if system.get("rtf") is not None else "-"
-        lines.append(f"| {name} | {system.get('parameters', 0) / 1e6:.2f}M | {minutes} | {rtf} |")
+        steps, rows = (system.get(k) or "-" for k in ("train_steps", "train_rows"))
+        mark = " (kept)" if system.get("kept_from") else ""
+        lines.append(
+            f"| {name}{mark} | {system.get('parameters', 0) / 1e6:.2f}M | {steps} | {rows} | {minutes} | {rtf} |"
+        )
+    kept = sorted({s["kept_from"] for s in results["systems"].values() if s.get("kept_from")})
+    if kept:
+        lines += [
+            "",
+            "Systems marked *(kept)* were scored on the same utterances by an earlier evaluation, copied from its "
+            "results.json (their p-values are against this evaluation's reference):",
+            "",
+            *[f"    {command}" for command in kept],
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -224,8 +224,8 @@ def train_recogniser(
             optimizer.zero_grad()
             step += 1
             progress.update(1)
-            progress.set_postfix(loss=f"{float(loss):.3f}")
-            log["history"].append({"step": step, "loss": float(loss), "lr": scheduler.get_last_lr()[0]})
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            log["history"].append({"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
             if step % args.eval_every == 0 or step == args.max_steps:
                 texts = greedy_texts(cached_logits(accelerator.unwrap_model(model), validation), tokenizer)
                 scores = evaluate_fn(references, texts)

@@ -128,3 +128,17 @@ def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
     assert 0 <= results["systems"]["bilstm"]["splits"]["test_seen"]["p_vs_reference"] <= 1
     assert (tmp_path / "eval" / "REPORT.md").read_text().count("| lact |") >= 2
     assert (tmp_path / "eval" / "results.png").stat().st_size > 0
+    assert results["systems"]["lact"]["train_steps"] == log["args"]["max_steps"]
+    # a later evaluation keeps the BiLSTM rows of this one (same utterances), renamed, without its head
+    later = evaluate.main(
+        [
+            *["--head", f"lact={out / 'best'}", "--cache", str(cache), "--corpus", str(corpus)],
+            *["--splits", "test_seen", "--rows", "4", "--whisper", str(whisper), "--no-zero-shot"],
+            *["--reference", "lact", "--output", str(tmp_path / "eval2")],
+            *["--keep-from", str(tmp_path / "eval" / "results.json"), "--keep", "bilstm=bilstm (earlier)"],
+        ]
+    )
+    assert set(later["systems"]) == {"lact", "bilstm (earlier)"}
+    kept = later["systems"]["bilstm (earlier)"]
+    assert kept["kept_from"] == results["command"] and "p_vs_reference" in kept["splits"]["test_seen"]
+    assert "| bilstm (earlier) (kept) |" in (tmp_path / "eval2" / "REPORT.md").read_text()

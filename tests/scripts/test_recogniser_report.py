@@ -84,3 +84,57 @@ def test_p_value_table_uses_the_stored_reference_and_marks_missing_values():
     )
     card = render_model_card(results, {"args": {}}, config, "lact", "lact_whisper_ctc")
     assert "| whisper tiny.en zero-shot (greedy) | 0.0123 | 0.0123 | 0.0123 | - |" in card
+
+
+def test_systems_are_kept_from_an_earlier_evaluation_only_on_the_same_utterances():
+    import pytest
+
+    from modeling_lact_audio.recogniser.evaluation import kept_systems
+
+    earlier = _results("the cat sat on the mat", "a dog sat on a rug")
+    earlier["uids"] = {s: [f"{s}-{i}" for i in range(40)] for s in earlier["splits"]}
+    earlier["systems"]["lact + LM"].update(train_steps=360, train_rows=2500)
+    kept = kept_systems(earlier, {"lact + LM": "baseline + LM"}, earlier["uids"])
+    assert list(kept) == ["baseline + LM"] and kept["baseline + LM"]["kept_from"] == earlier["command"]
+    assert kept["baseline + LM"]["splits"] == earlier["systems"]["lact + LM"]["splits"]
+    with pytest.raises(ValueError, match=r"no system \['bilstm'\]"):
+        kept_systems(earlier, {"bilstm": "bilstm"}, earlier["uids"])
+    other = {**earlier["uids"], "test_real": ["x"] * 40}
+    with pytest.raises(ValueError, match="test_real: the earlier evaluation did not score the same utterances"):
+        kept_systems(earlier, {"lact + LM": "x"}, other)
+    with pytest.raises(ValueError, match="has no uids for it"):
+        kept_systems({**earlier, "uids": {}}, {"lact + LM": "x"}, earlier["uids"])
+    # the report says which systems were kept, their budget, and the command that scored them
+    results = _results("the cat sat on the mat", "a dog sat on a rug")
+    results["systems"].update(kept)
+    report = render_report(results)
+    row = next(line for line in report.splitlines() if line.startswith("| baseline + LM (kept)"))
+    assert "| 360 | 2500 |" in row
+    assert "scored on the same utterances by an earlier evaluation" in report
+
+
+def test_lm_tuning_extends_its_grid_past_an_edge_that_holds_the_best_point(monkeypatch):
+    import torch
+
+    from modeling_lact_audio.recogniser import evaluation
+
+    class Decoder:  # "transcribes" every utterance as its own settings
+        def __init__(self, vocab, folder, beam_size, lm_weight, word_score):
+            self.settings = (lm_weight, word_score)
+
+        def __call__(self, padded, lengths):
+            return [self.settings] * len(lengths)
+
+    def score(references, predictions):  # best at lm_weight 3, word bonus -2: outside the starting grid
+        w, s = predictions[0]
+        return {"wer": (w - 3) ** 2 + (s + 2) ** 2, "cer": 0.0}
+
+    monkeypatch.setattr(evaluation, "CTCBeamSearchDecoder", Decoder)
+    log_probs = [torch.zeros(5, 3), torch.zeros(4, 3)]
+    tuned = evaluation.tune_lm(log_probs, ["a", "b"], {}, "lm", score, lm_weights=(0.0, 1.0, 2.0), word_scores=(-1, 0))
+    assert (tuned["lm_weight"], tuned["word_score"], tuned["edge"]) == (3.0, -2, [])
+    assert len({(g["lm_weight"], g["word_score"]) for g in tuned["grid"]}) == len(tuned["grid"])  # none scored twice
+    capped = evaluation.tune_lm(
+        log_probs, ["a", "b"], {}, "lm", score, lm_weights=(0.0, 0.5), word_scores=(0, 1), max_extensions=1
+    )
+    assert capped["lm_weight"] == 1.0 and "largest lm_weight" in capped["edge"]

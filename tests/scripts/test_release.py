@@ -252,7 +252,11 @@ def test_release_of_the_shipped_whisper_recogniser(inputs, tmp_path):
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model == "openai/whisper-tiny.en" and "MIT License" in card.text
     _assert_card_matches(out, json.loads(results.read_text()), "lact", release.DECODINGS)
-    assert "`test_real`: WER 48.7 [45.6, 52.5]; whisper tiny.en zero-shot (greedy): 20.2" in card.text
+    measured = json.loads(results.read_text())["systems"]
+    ours, whisper = measured["lact + LM"]["splits"]["test_real"], measured["whisper tiny.en zero-shot (greedy)"]
+    low, high = ours["wer_ci"]
+    expected = f"`test_real`: WER {100 * ours['wer']:.1f} [{100 * low:.1f}, {100 * high:.1f}]; whisper tiny.en "
+    assert expected + f"zero-shot (greedy): {100 * whisper['splits']['test_real']['wer']:.1f}" in card.text
 
     t = np.arange(32000) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)

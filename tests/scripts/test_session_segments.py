@@ -180,3 +180,30 @@ def test_script_caches_session_splits(corpus_and_whisper, tmp_path):
     cached = datasets.load_from_disk(str(tmp_path / "train"))
     assert cached["uid"] == [f"sessions_test_seen-0000/{k}" for k in range(3)]
     assert json.loads((tmp_path / "sessions_test_seen" / "cache_info.json").read_text())["max_sessions"] == 1
+
+
+def test_a_subset_cache_grows_by_encoding_only_the_new_rows(corpus_and_whisper, tmp_path):
+    _, whisper = corpus_and_whisper
+    encoder, fe = load_whisper_encoder(str(whisper))
+    sessions = _sessions()
+    rows = datasets.concatenate_datasets([sessions, sessions, sessions]).remove_columns(
+        ["segment_starts", "segment_ends", "segment_texts"]
+    )
+    rows = rows.map(lambda row, i: {"uid": f"train-{i:04d}"}, with_indices=True)
+    datasets.DatasetDict({"train": rows}).save_to_disk(tmp_path / "corpus")
+    corpus = str(tmp_path / "corpus")
+    encoded = []
+    hook = encoder.register_forward_hook(lambda module, args, out: encoded.append(args[0].shape[0]))
+    small = cache_split(corpus, "train", str(tmp_path / "grown"), encoder, fe, max_rows=2)
+    grown = cache_split(corpus, "train", str(tmp_path / "grown"), encoder, fe, max_rows=4)
+    assert sum(encoded) == 4  # 2 rows, then only the 2 new ones
+    assert grown["uid"][:2] == small["uid"]
+    fresh = cache_split(corpus, "train", str(tmp_path / "fresh"), encoder, fe, max_rows=4)
+    assert grown["uid"] == fresh["uid"]
+    for a, b in zip(grown["states"], fresh["states"]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the whole split comes unshuffled, so it does not start with the subset: everything is encoded again
+    encoded.clear()
+    whole = cache_split(corpus, "train", str(tmp_path / "grown"), encoder, fe)
+    assert sum(encoded) == 6 and whole["uid"] == rows["uid"]
+    hook.remove()
