@@ -2,8 +2,8 @@
 
     python eval/quantization_eval.py [--rows 100] [--model whisper=model_cards/checkpoints/lact_whisper_ctc ...]
 
-For every model and mode (fp32, ``int8_dynamic``, ``int8_weight_only``; bf16/fp16 recorded with the reason
-they are not run on this machine):
+For every model and mode (fp32, ``int8_dynamic``, ``int8_weight_only``, ``int8_dynamic_fbgemm``; bf16/fp16
+recorded with the reason they are not run on this machine):
 
 - accuracy on every test split (the same fixed random ``--rows`` per split as the other evaluations): WER/CER
   greedy (and with the folder's word LM), the change against fp32 with a paired 95% bootstrap interval over
@@ -95,6 +95,11 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="eval/results/quantization")
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite REPORT.md and the plot from --output/results.json"
+    )
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="re-measure only latency and memory of the models in --output/results.json (e.g. on a quiet machine)",
     )
     return parser.parse_args(argv)
 
@@ -555,6 +560,18 @@ def summary_lines(results: dict) -> list[str]:
     return lines
 
 
+def _speed_run_lines(results: dict) -> list[str]:
+    """The note on a ``--speed-only`` re-measurement, when the speed columns come from one."""
+    run = results.get("speed_run")
+    if run is None:
+        return []
+    return [
+        f"Latency, RTF and peak memory re-measured by `{run['command']}` ({run['threads']} thread(s), load average "
+        f"at its start {run['machine']['loadavg']}); accuracy and size come from the full run above.",
+        "",
+    ]
+
+
 def render_report(results: dict) -> str:
     lines = [
         "# Quantised inference (CPU)",
@@ -571,7 +588,9 @@ def render_report(results: dict) -> str:
         "",
         "Modes: `int8_dynamic` = torchao `Int8DynamicActivationInt8WeightConfig` (int8 weights per channel, int8 "
         "activations per token, int32 accumulation); `int8_weight_only` = `Int8WeightOnlyConfig` (int8 weights, "
-        "fp32 activations and matmul). Every `nn.Linear` is quantised except `lr_proj`/`momentum_proj` (they set "
+        "fp32 activations and matmul); `int8_dynamic_fbgemm` = `Int8DynamicLinear` layers (int8 weights per "
+        "channel, activations quantised to 7 bits per block of 256 frames, FBGEMM's `quantized::linear_dynamic`, "
+        "fast on AVX2). Every `nn.Linear` is quantised except `lr_proj`/`momentum_proj` (they set "
         "the fast-weight update); the fast weights, the LaCT op, norms, convolutions and embeddings stay fp32. "
         "The evaluated models are the saved-and-reloaded quantised folders (safetensors).",
         "",
@@ -630,6 +649,7 @@ def render_report(results: dict) -> str:
         "chunk per call through `LaCTCache`. Peak RSS: resident memory above the level before one offline call "
         "on the longest timed utterance (psutil, sampled every ms).",
         "",
+        *_speed_run_lines(results),
         "| model | mode | file MiB | in memory MiB | offline latency ms | offline RTF | stream chunk ms "
         "(median / p90) | stream RTF | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -841,6 +861,30 @@ def evaluate_model(name: str, folder: str, args, splits: dict, workdir: Path) ->
     return record
 
 
+def remeasure_speed(args, argv) -> dict:
+    """``--speed-only``: rebuild every model's systems as the full run does and replace only their ``speed``
+    records in ``--output/results.json`` (the command, machine and load of this run kept in ``speed_run``)."""
+    from transformers import AutoProcessor
+
+    path = Path(args.output) / "results.json"
+    results = json.loads(path.read_text())
+    latency_rows = load_rows(args.corpus, "test_seen", args.latency_rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, record in results["models"].items():
+            models, _ = build_systems(name, record["folder"], latency_rows["audio"][0], Path(tmp))
+            processor = AutoProcessor.from_pretrained(record["folder"])
+            record["speed"] = measure_speed(models, processor, latency_rows["audio"])
+            del models
+    results["speed_run"] = {
+        "command": shlex.join(["python", "eval/quantization_eval.py", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine_info("cpu"),
+        "threads": args.threads,
+    }
+    write(results, Path(args.output))
+    print(f"re-measured speed in {path}")
+    return results
+
+
 def main(argv=None) -> dict:
     import torchao
 
@@ -850,6 +894,8 @@ def main(argv=None) -> dict:
         write(results, Path(args.output))
         return results
     torch.set_num_threads(args.threads)
+    if args.speed_only:
+        return remeasure_speed(args, argv)
     start = time.perf_counter()
     specs = dict(m.split("=", 1) for m in (args.model or DEFAULT_MODELS))
     results = {

@@ -8,6 +8,14 @@ INT8 post-training quantisation of the ``nn.Linear`` layers through torchao (the
 - ``"int8_weight_only"``: ``Int8WeightOnlyConfig``: weights int8 per output channel; activations and the
   matmul stay fp32 (the weight is dequantised in the call): 4x smaller weights, no faster arithmetic.
 
+and, for CPUs without AVX512-VNNI/AMX, where torchao's int8 products are slow:
+
+- ``"int8_dynamic_fbgemm"``: every converted layer becomes an ``int8_linear.Int8DynamicLinear``: weights int8
+  per output channel (as torchao's), activations quantised to 7 bits per block of 256 frames at run time, FBGEMM's
+  op ``quantized::linear_dynamic`` (AVX2) for the product. CPU only. Saved as plain tensors
+  (``quantization_config.quant_method = "lact_int8_fbgemm"``); ``from_pretrained`` and the Auto classes load
+  such a folder through ``load_quantized``.
+
 What is never quantised, and why (``eval/quantization_eval.py`` measures it):
 
 - the fast weights: a mixer's initial weights ``w0, w1, w2`` are parameters, not linear layers, and the LaCT
@@ -40,15 +48,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from scipy.stats import bootstrap
 from torch import nn
 from transformers import AutoConfig, TorchAoConfig
 
 from . import mixer_lact_audio
 from .cpu_features import cpu_capability, cpu_has_native_bf16
+from .int8_linear import ROW_BLOCK, Int8DynamicLinear
 from .lact_ops import FastWeightState
 from .mixer_lact_audio import LaCTAudioMixer
 from .modeling_lact_audio import (
+    INT8_FBGEMM_QUANT_METHOD,
     LaCTAudioForCausalLM,
     LaCTAudioForCTC,
     LaCTAudioPreTrainedModel,
@@ -56,7 +68,10 @@ from .modeling_lact_audio import (
     warn_if_folder_code_differs,
 )
 
-MODES = ("int8_dynamic", "int8_weight_only")
+TORCHAO_MODES = ("int8_dynamic", "int8_weight_only")
+FBGEMM_MODE = "int8_dynamic_fbgemm"
+FBGEMM_QUANT_METHOD = INT8_FBGEMM_QUANT_METHOD
+MODES = (*TORCHAO_MODES, FBGEMM_MODE)
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FAST_WEIGHT_LAYERS = ("lr_proj", "momentum_proj")
 FAST_WEIGHTS = ("w0", "w1", "w2")
@@ -84,6 +99,8 @@ def torchao_config(mode: str, skip=FAST_WEIGHT_LAYERS) -> TorchAoConfig:
         ValueError: an unknown ``mode``.
     """
     _check_mode(mode)
+    if mode not in TORCHAO_MODES:
+        raise ValueError(f"{mode!r} is not a torchao mode ({TORCHAO_MODES}): it has no TorchAoConfig")
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
 
     quant_type = Int8DynamicActivationInt8WeightConfig() if mode == "int8_dynamic" else Int8WeightOnlyConfig()
@@ -96,8 +113,10 @@ def quantizable_linears(model: nn.Module, skip=FAST_WEIGHT_LAYERS) -> list[str]:
 
 
 def quantization_mode(model: nn.Module) -> str | None:
-    """``"int8_dynamic"`` / ``"int8_weight_only"`` for a model ``quantize_model`` or ``load_quantized`` made,
-    None for a model that is not quantised (always, where torchao is not installed: nothing can be quantised)."""
+    """The mode (``MODES``) of a model ``quantize_model`` or ``load_quantized`` made, None for a model that is not
+    quantised."""
+    if any(isinstance(m, Int8DynamicLinear) for m in model.modules()):
+        return FBGEMM_MODE
     try:
         from torchao.quantization import Int8Tensor
     except ModuleNotFoundError:
@@ -120,12 +139,15 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
             by default the layers that set the fast-weight update (``FAST_WEIGHT_LAYERS``).
 
     Every linear layer's ``weight [out, in]`` becomes a torchao ``Int8Tensor`` (``qdata`` int8 ``[out, in]``,
-    ``scale`` fp32 ``[out]``); biases, the fast weights ``w0, w1, w2`` (``[H, Dh, D]``, ``[H, D, Dh]``) and
-    every other parameter keep their fp32 values. Inputs and outputs keep their shapes and dtypes.
+    ``scale`` fp32 ``[out]``), or, in ``"int8_dynamic_fbgemm"``, the layer becomes an ``Int8DynamicLinear``
+    (``weight_int8`` int8 ``[out, in]``, ``weight_scale`` fp32 ``[out]``); biases, the fast weights
+    ``w0, w1, w2`` (``[H, Dh, D]``, ``[H, D, Dh]``) and every other parameter keep their fp32 values. Inputs and
+    outputs keep their shapes and dtypes.
 
     Raises:
         ValueError: an unknown mode, a model already quantised, a model that is not fp32, one on the meta
-            device or on a device other than the CPU and CUDA, or one with no linear layer to quantise.
+            device or on a device other than the CPU and CUDA (``"int8_dynamic_fbgemm"``: the CPU only), or one
+            with no linear layer to quantise.
     """
     _check_mode(mode)
     if quantization_mode(model) is not None or getattr(model, "hf_quantizer", None) is not None:
@@ -145,6 +167,8 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
             f"quantise an fp32 model (its linear weights are {sorted(map(str, dtypes))}); int8 replaces "
             "half precision, it does not stack on it"
         )
+    if mode == FBGEMM_MODE:
+        return _quantize_fbgemm(model, names, devices, skip)
     from torchao.quantization import quantize_
     from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
 
@@ -160,6 +184,32 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
     model.hf_quantizer = quantizer
     model.quantization_method = config.quant_method
     quantizer.postprocess_model(model)
+    return model
+
+
+def _replace_linears(model: nn.Module, names, row_block: int) -> None:
+    """Swap each ``nn.Linear`` named in ``names`` for its ``Int8DynamicLinear``."""
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, Int8DynamicLinear.from_linear(getattr(owner, child), row_block=row_block))
+
+
+def _quantize_fbgemm(model, names: list[str], devices: set, skip):
+    if devices != {"cpu"}:
+        raise ValueError(
+            f"{FBGEMM_MODE} runs on the CPU only (FBGEMM); the model is on {sorted(devices)}: move it to the CPU, "
+            "or use 'int8_dynamic' (torchao) on a GPU"
+        )
+    _replace_linears(model, names, ROW_BLOCK)
+    model.config.quantization_config = {
+        "quant_method": FBGEMM_QUANT_METHOD,
+        "mode": FBGEMM_MODE,
+        "row_block": ROW_BLOCK,
+        "modules": names,
+        "modules_to_not_convert": list(skip),
+    }
+    model.requires_grad_(False)
     return model
 
 
@@ -198,9 +248,15 @@ def save_quantized(model: LaCTAudioPreTrainedModel, folder, processor=None) -> P
     Raises:
         ValueError: ``model`` is not quantised (an fp32 model saves with ``save_pretrained``).
     """
-    if getattr(model, "hf_quantizer", None) is None or quantization_mode(model) is None:
+    mode = quantization_mode(model)
+    if mode is None or (mode in TORCHAO_MODES and getattr(model, "hf_quantizer", None) is None):
         raise ValueError("the model is not quantised: call quantize_model first (fp32 models: save_pretrained)")
     folder = Path(folder)
+    if mode == FBGEMM_MODE:  # plain tensors: transformers' own writer, no quantizer involved
+        model.save_pretrained(folder)
+        if processor is not None:
+            processor.save_pretrained(folder)
+        return folder
     # save_original_format=False: a model loaded pre-quantised has no reverse of its load conversion, and the
     # quantizer already wrote the state dict in the on-disk layout.
     model.save_pretrained(folder, save_original_format=False)
@@ -230,16 +286,18 @@ def load_quantized(folder, device: str = "cpu") -> LaCTAudioPreTrainedModel:
     config = AutoConfig.from_pretrained(folder)
     quant = getattr(config, "quantization_config", None) or {}
     quant = quant if isinstance(quant, dict) else quant.to_dict()
-    if quant.get("quant_method") != "torchao":
+    if quant.get("quant_method") not in ("torchao", FBGEMM_QUANT_METHOD):
         raise ValueError(
-            f"{folder} holds no torchao-quantised model (its config.json has no torchao quantization_config): "
-            "load it with from_pretrained, or quantise it with quantize_model"
+            f"{folder} holds no quantised model (its config.json has no torchao or {FBGEMM_QUANT_METHOD} "
+            "quantization_config): load it with from_pretrained, or quantise it with quantize_model"
         )
     names = [a for a in (config.architectures or []) if a in _MODEL_CLASSES]
     if not names:
         raise ValueError(f"{folder} holds a {config.architectures} model; expected one of {sorted(_MODEL_CLASSES)}")
     verify_weights_checksums(folder)
     warn_if_folder_code_differs(folder)
+    if quant["quant_method"] == FBGEMM_QUANT_METHOD:
+        return _load_fbgemm(folder, config, _MODEL_CLASSES[names[0]], quant, device)
     # The base class's loader: LaCTAudioPreTrainedModel.from_pretrained's finiteness check calls isfinite,
     # which torchao's tensors do not implement; the same check runs below on the dequantised values.
     model = super(LaCTAudioPreTrainedModel, _MODEL_CLASSES[names[0]]).from_pretrained(folder)
@@ -253,6 +311,31 @@ def load_quantized(folder, device: str = "cpu") -> LaCTAudioPreTrainedModel:
     if any(p.device != torch.device(device) for p in model.parameters()):
         model.to(device)
     return model.eval()
+
+
+def _load_fbgemm(folder: str, config, model_class, quant: dict, device: str):
+    """The ``Int8DynamicLinear`` model of a folder ``save_quantized`` wrote in ``"int8_dynamic_fbgemm"``."""
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"{folder} holds an {FBGEMM_MODE} model, which runs on the CPU only, not on {device}")
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model.safetensors in {folder!r}: the quantised weights are missing")
+    try:
+        state = load_file(path)
+    except SafetensorError as error:
+        raise ValueError(f"the weights file {path} is corrupt or truncated ({error}): re-save the model") from error
+    model = model_class(config)
+    _replace_linears(model, quant["modules"], quant.get("row_block", ROW_BLOCK))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"the weights in {folder} do not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]} "
+            "(the config.json and model.safetensors come from different models)"
+        )
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"the weights in {folder} hold NaN or infinite values in {', '.join(bad[:5])}")
+    return model.requires_grad_(False).eval()
 
 
 def half_precision_skip_reason(precision: str, device) -> str | None:

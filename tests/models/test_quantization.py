@@ -5,6 +5,7 @@ by about 1% of their norm; the tests allow 5%. Everything that must not change (
 simulation of the fast-weight state) is compared exactly or to float32 rounding.
 """
 
+import copy
 import io
 import json
 import runpy
@@ -13,13 +14,16 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+import safetensors.torch
 import soundfile as sf
 import torch
 from transformers import AutoModelForCTC, pipeline
 
 from modeling_lact_audio import LaCTAudioForCausalLM, LaCTAudioForCTC, mixer_lact_audio
+from modeling_lact_audio import modeling_lact_audio as modeling
 from modeling_lact_audio import quantization as Q
 from modeling_lact_audio.cpu_features import cpu_has_native_bf16
+from modeling_lact_audio.int8_linear import Int8DynamicLinear
 from modeling_lact_audio.processors import LaCTCTCTokenizer, LaCTFeatureExtractor, LaCTProcessor
 from tests.model_testers import LaCTAudioModelTester
 
@@ -27,6 +31,11 @@ EVAL_SCRIPT = Path(__file__).resolve().parents[2] / "eval" / "quantization_eval.
 TEXTS = ["hello world", "the quick brown fox", "lact adapts at test time"]
 TESTER = LaCTAudioModelTester()
 ORDERS = [("update_apply", "block_causal"), ("bidirectional", "bidirectional"), ("apply_update", "causal")]
+
+
+def _is_int8(linear) -> bool:
+    """A linear layer one of the modes converted (torchao's int8 weight, or an FBGEMM layer)."""
+    return isinstance(linear, Int8DynamicLinear) or type(linear.weight).__name__ == "Int8Tensor"
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -60,7 +69,7 @@ def test_quantised_ctc_is_close_to_fp32_and_keeps_fast_weights_fp32(mode, inputs
     assert set(Q.fast_weight_dtypes(quantised).values()) == {torch.float32}
     mixer = quantised.model.layers[0].mixer
     assert type(mixer.lr_proj.weight) is torch.nn.Parameter and type(mixer.momentum_proj.weight) is torch.nn.Parameter
-    assert type(mixer.qkv_proj.weight).__name__ == "Int8Tensor"
+    assert _is_int8(mixer.qkv_proj)
     assert Q.model_bytes(quantised) < 0.6 * Q.model_bytes(fp32)
     assert len(Q.quantizable_linears(fp32)) == len(Q.quantizable_linears(fp32, skip=())) - 2 * 2  # 2 layers
 
@@ -74,7 +83,7 @@ def test_quantised_generator_logits_are_close(mode):
     quantised = Q.quantize_model(LaCTAudioForCausalLM(config).eval(), mode)
     ids = torch.randint(0, config.codebook_size, (2 * config.num_codebooks, 21))
     assert _relative_error(_logits(quantised, {"input_ids": ids}), _logits(fp32, {"input_ids": ids})) < 0.05
-    assert all(type(head.weight).__name__ == "Int8Tensor" for head in quantised.lm_heads)
+    assert all(_is_int8(head) for head in quantised.lm_heads)
     assert type(quantised.embed_tokens[0].weight) is torch.nn.Parameter  # embeddings stay fp32
 
 
@@ -84,7 +93,10 @@ def test_save_load_round_trip_gives_identical_outputs(mode, inputs, tmp_path):
     Q.save_quantized(quantised, tmp_path / "q")
     _ctc().save_pretrained(tmp_path / "fp32")
     config = json.loads((tmp_path / "q" / "config.json").read_text())
-    assert config["quantization_config"]["quant_method"] == "torchao"
+    expected_method = Q.FBGEMM_QUANT_METHOD if mode == Q.FBGEMM_MODE else "torchao"
+    assert config["quantization_config"]["quant_method"] == expected_method
+    if mode == Q.FBGEMM_MODE:
+        assert config["quantization_config"]["row_block"] == 256
     size = (tmp_path / "q" / "model.safetensors").stat().st_size
     assert size < (tmp_path / "fp32" / "model.safetensors").stat().st_size  # hidden 16: torchao's metadata weighs
     loaded = Q.load_quantized(tmp_path / "q")
@@ -95,24 +107,28 @@ def test_save_load_round_trip_gives_identical_outputs(mode, inputs, tmp_path):
     assert torch.equal(_logits(Q.load_quantized(tmp_path / "again"), inputs), _logits(quantised, inputs))
 
 
-def test_quantised_folder_runs_in_the_asr_pipeline(tmp_path):
+@pytest.mark.parametrize("mode", ["int8_dynamic", Q.FBGEMM_MODE])
+def test_quantised_folder_runs_in_the_asr_pipeline(mode, tmp_path):
     tokenizer = LaCTCTCTokenizer.from_texts(TEXTS)
     extractor = LaCTFeatureExtractor(n_mels=8, sampling_rate=16000, hop_length=160)
     processor = LaCTProcessor(feature_extractor=extractor, tokenizer=tokenizer)
     model = LaCTAudioForCTC(LaCTAudioModelTester(num_mel_bins=8, vocab_size=len(tokenizer)).ctc_config()).eval()
     with torch.no_grad():  # a random model emits one token everywhere; a biased head writes characters
         model.lm_head.bias.copy_(torch.linspace(0, 3, len(tokenizer)))
-    Q.save_quantized(Q.quantize_model(model, "int8_dynamic"), tmp_path, processor)
+    Q.save_quantized(Q.quantize_model(model, mode), tmp_path, processor)
     loaded = Q.load_quantized(tmp_path)
     audio = (0.1 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
     features = processor(audio=audio, sampling_rate=16000, return_tensors="pt")
     expected = processor.batch_decode(_logits(loaded, dict(features)).argmax(-1))[0]
     asr = pipeline("automatic-speech-recognition", model=loaded, tokenizer=tokenizer, feature_extractor=extractor)
     assert expected and asr(audio)["text"] == expected
-    # the plain Auto class loads the folder too (transformers' torchao quantizer; the finite-weight check
-    # reads the int8 tensors dequantised)
+    # the plain Auto class loads the folder too (torchao: transformers' quantizer, the finite-weight check
+    # reading the int8 tensors dequantised; FBGEMM: from_pretrained hands the folder to load_quantized)
     auto = AutoModelForCTC.from_pretrained(tmp_path).eval()
+    assert Q.quantization_mode(auto) == mode
     assert torch.equal(_logits(auto, dict(features)), _logits(loaded, dict(features)))
+    if mode == Q.FBGEMM_MODE:  # and a pipeline built from the folder's path
+        assert pipeline("automatic-speech-recognition", model=str(tmp_path))(audio)["text"] == expected
 
 
 def test_bad_modes_models_and_folders_raise(tmp_path):
@@ -132,8 +148,10 @@ def test_bad_modes_models_and_folders_raise(tmp_path):
     with pytest.raises(ValueError, match="not quantised"):
         Q.save_quantized(_ctc(), tmp_path / "fp32")
     _ctc().save_pretrained(tmp_path / "plain")
-    with pytest.raises(ValueError, match="no torchao-quantised model"):
+    with pytest.raises(ValueError, match="holds no quantised model"):
         Q.load_quantized(tmp_path / "plain")
+    with pytest.raises(ValueError, match="not a torchao mode"):
+        Q.torchao_config(Q.FBGEMM_MODE)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         Q.load_quantized(tmp_path / "missing")
     with pytest.raises(ValueError, match="half precision applies to an fp32 model"):
@@ -143,6 +161,88 @@ def test_bad_modes_models_and_folders_raise(tmp_path):
     assert "never used here" in Q.half_precision_skip_reason("fp16", "cpu")
     with pytest.raises(RuntimeError, match="fp16 inference not run"):
         Q.to_half_precision(_ctc(), "fp16")
+
+
+def test_fbgemm_folders_that_cannot_load_say_why(tmp_path, monkeypatch, inputs):
+    Q.save_quantized(Q.quantize_model(_ctc(), Q.FBGEMM_MODE), tmp_path / "q")
+    with pytest.raises(ValueError, match="CPU only"):
+        Q.load_quantized(tmp_path / "q", device="cuda")
+    # the folder's own code copy (trust_remote_code, package not installed) cannot build the int8 layers
+    monkeypatch.setattr(modeling, "__package__", "transformers_modules.q")
+    with pytest.raises(ValueError, match="pip install lact-audio"):
+        AutoModelForCTC.from_pretrained(tmp_path / "q")
+    monkeypatch.undo()
+    weights = tmp_path / "q" / "model.safetensors"
+    state = safetensors.torch.load_file(weights)
+    del state["lm_head.weight_scale"]
+    safetensors.torch.save_file(state, weights)
+    with pytest.raises(ValueError, match="do not fit its config: missing \\['lm_head.weight_scale'\\]"):
+        Q.load_quantized(tmp_path / "q")
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        Q.load_quantized(tmp_path / "q")
+    with pytest.raises(RuntimeError, match="runs on the CPU only"):
+        Int8DynamicLinear(4, 3)(torch.zeros(2, 4, device="meta"))
+
+
+def _fbgemm_reference(layer: Int8DynamicLinear, x: torch.Tensor) -> torch.Tensor:
+    """FBGEMM's dynamic int8 product written out for one sequence ``x [T, in]`` in float64, ``row_block`` rows
+    at a time: activations affine 7-bit (range widened to hold 0), weights symmetric int8 per row, int32-exact
+    sums, fp32 bias."""
+    if x.shape[0] > layer.row_block:
+        return torch.cat(
+            [_fbgemm_reference(layer, x[s : s + layer.row_block]) for s in range(0, len(x), layer.row_block)]
+        )
+    x = x.double()
+    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (high - low) / 127 or 1.0
+    zero = round(-low / scale)
+    xq = (torch.round(x / scale) + zero).clamp(0, 127)
+    acc = (xq - zero) @ layer.weight_int8.double().T
+    return (acc * scale * layer.weight_scale.double() + layer.bias.double()).float()
+
+
+def test_int8_dynamic_linear_against_its_formula_and_batching():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 20)
+    layer = Int8DynamicLinear.from_linear(linear, row_block=7)
+    # the weight: int8 per row, within half a step of the fp32 weight
+    step = linear.weight.abs().amax(1, keepdim=True) / 127
+    assert layer.weight_int8.dtype == torch.int8 and int(layer.weight_int8.abs().max()) == 127
+    assert bool(((layer.weight - linear.weight).abs() <= step / 2 + 1e-7).all())
+    x = torch.randn(3, 17, 48) * torch.tensor([1.0, 5.0, 0.1])[:, None, None]
+    with torch.no_grad():
+        out, exact = layer(x), linear(x)
+    assert out.shape == (3, 17, 20) and out.dtype == torch.float32
+    for i in range(3):  # activation scales per 7-row block of a sequence: the formula, and the sequence alone
+        reference = _fbgemm_reference(layer, x[i])
+        tolerance = 1e-4 * float(reference.abs().max())
+        assert float((out[i] - reference).abs().max()) <= tolerance
+        assert torch.equal(layer(x[i : i + 1]), out[i : i + 1])
+        assert _relative_error(out[i], exact[i]) < 0.05
+    assert torch.equal(layer(x[0]), out[0])  # a 2-D input is one sequence
+    assert layer(torch.zeros(2, 0, 48)).shape == (2, 0, 20)
+    whole = Int8DynamicLinear.from_linear(linear, row_block=17)  # one block per sequence: scales differ
+    assert not torch.equal(whole(x), out) and _relative_error(whole(x), exact) < 0.05
+    with pytest.raises(ValueError, match="row_block must be a positive"):
+        Int8DynamicLinear(4, 3, row_block=0)
+    with pytest.raises(ValueError, match=r"expected inputs \[..., 48\]"):
+        layer(torch.zeros(2, 5, 47))
+
+
+def test_int8_dynamic_linear_state_dict_copy_and_repack():
+    torch.manual_seed(1)
+    layer = Int8DynamicLinear.from_linear(torch.nn.Linear(16, 8))
+    x = torch.randn(2, 5, 16)
+    out = layer(x)
+    assert set(layer.state_dict()) == {"weight_int8", "weight_scale", "bias"}
+    fresh = Int8DynamicLinear(16, 8)
+    fresh(x)  # packs its zero weights first: loading must replace that packed copy
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh(x), out)
+    assert torch.equal(copy.deepcopy(layer)(x), out)
+    with pytest.raises(TypeError, match="expected an nn.Linear"):
+        Int8DynamicLinear.from_linear(torch.nn.Conv1d(2, 2, 1))
 
 
 @pytest.mark.skipif(cpu_has_native_bf16(), reason="this CPU runs bf16 natively")
@@ -276,3 +376,13 @@ def test_quantization_eval_script_on_a_tiny_corpus(tmp_path):
     report = (out / "REPORT.md").read_text()
     assert "## Fast weights: fp32 against lower-precision storage" in report and "## Generator" in report
     assert results["rows_per_split"] == 4
+    # --speed-only replaces the speed records and keeps the rest
+    again = main(
+        ["--model", f"tiny={tmp_path / 'model'}", "--corpus", str(tmp_path / "corpus"), "--latency-rows", "2",
+         "--output", str(out), "--speed-only"]
+    )  # fmt: skip
+    assert again["models"]["tiny"]["accuracy"] == saved["models"]["tiny"]["accuracy"]
+    assert (
+        set(again["models"]["tiny"]["speed"]) == set(tiny["speed"]) and "--speed-only" in again["speed_run"]["command"]
+    )
+    assert "re-measured by `python eval/quantization_eval.py" in (out / "REPORT.md").read_text()

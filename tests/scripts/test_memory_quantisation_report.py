@@ -28,3 +28,18 @@ def test_memory_bar_uses_every_point_and_the_tolerance():
 def test_missing_files_are_reported_as_not_measured(tmp_path):
     text = R.report(tmp_path)
     assert text.count("not measured") == 2 and "Half precision" not in text
+
+
+def test_a_mode_meets_the_bars_only_when_it_passes_on_every_model():
+    row = lambda model, mode, wer, size, latency: {
+        "model": model, "mode": mode, "wer_pass": wer, "file_ratio": size, "latency_pass": latency,
+    }  # fmt: skip
+    rows = [
+        row("whisper", "a", True, 0.3, False),
+        row("small", "a", True, 0.3, True),
+        row("whisper", "b", True, 0.3, True),
+        row("small", "b", True, 0.3, True),
+        row("whisper", "c", True, 1.2, True),
+    ]
+    assert R.modes_meeting_every_bar(rows) == ["b"]
+    assert R.modes_meeting_every_bar(rows[:1]) == []

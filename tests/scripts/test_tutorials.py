@@ -92,7 +92,7 @@ def test_docs_build_strictly(tmp_path):
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     pages = {p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("index.html")}
     expected = {"index.html", "tutorials/index.html"}
-    api = ("models", "config", "cache", "op", "processors", "adaptation", "training", "generation")
+    api = ("models", "config", "cache", "op", "processors", "adaptation", "training", "generation", "quantization")
     expected |= {f"api/{page}/index.html" for page in api}
     assert expected <= pages
     training = (tmp_path / "site" / "api" / "training" / "index.html").read_text()

@@ -44,6 +44,34 @@ class LaCTAudioBlock(GradientCheckpointingLayer):
         return hidden, new_cache
 
 
+# ``quantization_config.quant_method`` of a folder ``quantization.save_quantized`` wrote with FBGEMM int8 layers,
+# which transformers does not know (it would skip the config and initialise the linear layers at random).
+INT8_FBGEMM_QUANT_METHOD = "lact_int8_fbgemm"
+
+
+def _quant_method(folder: str) -> str | None:
+    """``quantization_config.quant_method`` in ``folder``'s ``config.json``, None when there is none."""
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            quant = json.load(f).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return None  # a missing or broken config.json is reported by the normal loading path
+    return quant.get("quant_method") if isinstance(quant, dict) else None
+
+
+def _load_int8_fbgemm_folder(folder: str):
+    """An FBGEMM int8 folder: loaded by the installed package's ``quantization.load_quantized`` (CPU, eval)."""
+    if __package__ != "modeling_lact_audio":
+        raise ValueError(
+            f"{folder} holds an int8 model quantised with FBGEMM layers (quant_method {INT8_FBGEMM_QUANT_METHOD!r}), "
+            "which the folder's own code cannot build: pip install lact-audio and load it with "
+            "modeling_lact_audio.quantization.load_quantized"
+        )
+    # imported by name, not relatively: the exported folders copy this file's relative imports, and the
+    # quantisation tools (torchao, scipy) are no part of a model folder's code
+    return importlib.import_module(f"{__package__}.quantization").load_quantized(folder)
+
+
 class LaCTAudioPreTrainedModel(PreTrainedModel):
     """Weight initialisation, gradient checkpointing and the output-length rule shared by every lact-audio model."""
 
@@ -74,9 +102,13 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
         """``PreTrainedModel.from_pretrained``, then two checks that turn corrupt weights into errors:
         a local folder's weight files must match the sha256 sums of its export record (when present), and
         every loaded parameter and buffer must be finite. A local folder whose code copies differ from the
-        installed package's gets a warning (:func:`warn_if_folder_code_differs`)."""
+        installed package's gets a warning (:func:`warn_if_folder_code_differs`). A folder of FBGEMM int8 layers
+        (``quantization.save_quantized`` in ``"int8_dynamic_fbgemm"``) loads through ``quantization.load_quantized``
+        (CPU, eval mode; other loading arguments do not apply to it)."""
         path = None if pretrained_model_name_or_path is None else str(pretrained_model_name_or_path)
         if path is not None and os.path.isdir(path):
+            if _quant_method(path) == INT8_FBGEMM_QUANT_METHOD:
+                return _load_int8_fbgemm_folder(path)
             verify_weights_checksums(path)  # first: its message names the file the export record lists
             check_checkpoint_folder(path)
             warn_if_folder_code_differs(path)
