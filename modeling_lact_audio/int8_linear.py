@@ -37,7 +37,7 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8DynamicLinear(nn.Module):
-    """``y = x W^T + b`` with ``W`` int8 per output channel and ``x`` quantised per sequence at run time (CPU).
+    """``y = x W^T + b`` with ``W`` int8 per output channel and ``x`` quantised per row block at run time (CPU).
 
     State (all plain tensors in ``state_dict``): ``weight_int8`` int8 ``[out, in]``, ``weight_scale`` fp32
     ``[out]``, ``bias`` fp32 ``[out]`` or None. FBGEMM's packed weight is built on the first call and rebuilt

@@ -64,6 +64,7 @@ from .modeling_lact_audio import (
     LaCTAudioForCausalLM,
     LaCTAudioForCTC,
     LaCTAudioPreTrainedModel,
+    check_finite_weights,
     verify_weights_checksums,
     warn_if_folder_code_differs,
 )
@@ -275,10 +276,12 @@ def load_quantized(folder, device: str = "cpu") -> LaCTAudioPreTrainedModel:
 
     The same checks as ``LaCTAudioPreTrainedModel.from_pretrained`` (export checksums, code copies, finite
     weights), the finiteness checked on the dequantised values (torchao's int8 tensors have no ``isfinite``).
+    An ``"int8_dynamic_fbgemm"`` folder is rebuilt with ``Int8DynamicLinear`` layers and loads on the CPU only.
 
     Raises:
-        FileNotFoundError: no ``config.json`` in ``folder``.
-        ValueError: the folder holds no torchao-quantised lact-audio model, or non-finite weights.
+        FileNotFoundError: no ``config.json`` (or, FBGEMM, no ``model.safetensors``) in ``folder``.
+        ValueError: the folder holds no quantised lact-audio model, weights that do not fit its config, corrupt
+            or non-finite weights, or an FBGEMM model asked for on a device other than the CPU.
     """
     folder = str(folder)
     if not os.path.isfile(os.path.join(folder, "config.json")):
@@ -332,9 +335,7 @@ def _load_fbgemm(folder: str, config, model_class, quant: dict, device: str):
             f"the weights in {folder} do not fit its config: missing {missing[:5]}, unexpected {unexpected[:5]} "
             "(the config.json and model.safetensors come from different models)"
         )
-    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise ValueError(f"the weights in {folder} hold NaN or infinite values in {', '.join(bad[:5])}")
+    check_finite_weights(model)  # plain tensors: from_pretrained's own check applies as it is
     return model.requires_grad_(False).eval()
 
 

@@ -14,8 +14,8 @@ PACKAGE = "modeling_lact_audio"
 SKIPPED = {".venv", "build", ".git", "data", "cache", "outputs", "checkpoints", "node_modules", "site"}
 
 
-def _python_files() -> list[Path]:
-    return sorted(p for p in ROOT.rglob("*.py") if not SKIPPED & set(p.relative_to(ROOT).parts[:-1]))
+def _python_files(root: Path = ROOT) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py") if not SKIPPED & set(p.relative_to(root).parts[:-1]))
 
 
 def _sys_path_edits(tree: ast.AST) -> list[int]:
@@ -56,12 +56,12 @@ def test_no_file_edits_sys_path():
 INSTALLED_AS = {PACKAGE: PACKAGE, "processors": f"{PACKAGE}.processors", "kernels": f"{PACKAGE}.kernels"}
 
 
-def _module_name(path: Path) -> str | None:
+def _module_name(path: Path, root: Path, installed_as: dict) -> str | None:
     """The installed module name of a file of the package (None for a file outside it)."""
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[0] not in INSTALLED_AS:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[0] not in installed_as:
         return None
-    parts = INSTALLED_AS[parts[0]].split(".") + parts[1:]
+    parts = installed_as[parts[0]].split(".") + parts[1:]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -81,9 +81,11 @@ def _top_level_imports(tree: ast.Module) -> list[ast.stmt]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """``{module: the package modules it imports at import time}`` for every module of the package."""
-    files = {_module_name(p): p for p in _python_files() if _module_name(p) is not None}
+def import_graph(root: Path = ROOT, installed_as: dict = INSTALLED_AS) -> dict[str, set[str]]:
+    """``{module: the package modules it imports at import time}`` for every module under ``root`` whose top
+    folder ``installed_as`` maps to an installed package name."""
+    names = {p: _module_name(p, root, installed_as) for p in _python_files(root)}
+    files = {name: p for p, name in names.items() if name is not None}
     graph = {}
     for name, path in files.items():
         is_package = path.name == "__init__.py"
@@ -124,11 +126,34 @@ def test_the_checks_catch_what_they_look_for():
     edits = ast.parse("import sys, site\nsys.path.insert(0, 'x')\nsys.path = []\nsite.addsitedir('y')\nsys.path[0]='z'")
     assert _sys_path_edits(edits) == [2, 3, 4, 5]
     assert _sys_path_edits(ast.parse("import sys\nprint(sys.path)\nfrom os import path\npath.join('a')")) == []
-    cyclic = {"a": {"b"}, "b": {"c"}, "c": {"a"}}
-    with pytest.raises(graphlib.CycleError):
-        tuple(graphlib.TopologicalSorter(cyclic).static_order())
     lazy = ast.parse(
         "import os\nif TYPE_CHECKING:\n    import typing\ndef f():\n    import json\n"
         "try:\n    import re\nexcept ImportError:\n    pass"
     )
     assert sorted(n.names[0].name for n in _top_level_imports(lazy)) == ["os", "re"]
+
+
+def test_the_graph_finds_a_cycle_through_relative_and_mapped_imports(tmp_path):
+    """A package on disk: pkg/a imports the mapped subpackage pkg.ops (folder ops/) with ``from .ops import``,
+    ops/__init__ imports pkg.b, and b imports a with ``from . import a``: a cycle a -> ops -> b -> a. A lazy
+    import inside a function (c -> a) and a TYPE_CHECKING import (a -> c) are no edges."""
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from typing import TYPE_CHECKING\nfrom .ops import run\nif TYPE_CHECKING:\n    from . import c\n",
+        "pkg/b.py": "import os\nfrom . import a\n",
+        "pkg/c.py": "def f():\n    from .a import run\n",
+        "ops/__init__.py": "from pkg.b import thing\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = import_graph(tmp_path, {"pkg": "pkg", "ops": "pkg.ops"})
+    assert graph == {
+        "pkg": set(),
+        "pkg.a": {"pkg.ops"},
+        "pkg.b": {"pkg.a"},
+        "pkg.c": set(),
+        "pkg.ops": {"pkg.b"},
+    }
+    with pytest.raises(graphlib.CycleError):
+        tuple(graphlib.TopologicalSorter(graph).static_order())

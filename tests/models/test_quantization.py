@@ -178,6 +178,13 @@ def test_fbgemm_folders_that_cannot_load_say_why(tmp_path, monkeypatch, inputs):
     safetensors.torch.save_file(state, weights)
     with pytest.raises(ValueError, match="do not fit its config: missing \\['lm_head.weight_scale'\\]"):
         Q.load_quantized(tmp_path / "q")
+    Q.save_quantized(Q.quantize_model(_ctc(), Q.FBGEMM_MODE), tmp_path / "nan")
+    nan_weights = tmp_path / "nan" / "model.safetensors"
+    state = safetensors.torch.load_file(nan_weights)
+    state["lm_head.weight_scale"][0] = float("nan")
+    safetensors.torch.save_file(state, nan_weights)
+    with pytest.raises(ValueError, match="NaN or infinite values in lm_head.weight_scale"):
+        Q.load_quantized(tmp_path / "nan")
     weights.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="corrupt or truncated"):
         Q.load_quantized(tmp_path / "q")
