@@ -589,10 +589,11 @@ def render_report(results: dict) -> str:
         "Modes: `int8_dynamic` = torchao `Int8DynamicActivationInt8WeightConfig` (int8 weights per channel, int8 "
         "activations per token, int32 accumulation); `int8_weight_only` = `Int8WeightOnlyConfig` (int8 weights, "
         "fp32 activations and matmul); `int8_dynamic_fbgemm` = `Int8DynamicLinear` layers (int8 weights per "
-        "channel, activations quantised to 7 bits per block of 256 frames, FBGEMM's `quantized::linear_dynamic`, "
-        "fast on AVX2). Every `nn.Linear` is quantised except `lr_proj`/`momentum_proj` (they set "
-        "the fast-weight update); the fast weights, the LaCT op, norms, convolutions and embeddings stay fp32. "
-        "The evaluated models are the saved-and-reloaded quantised folders (safetensors).",
+        "channel, activations quantised to 7 bits per block of 64 frames sorted by magnitude, FBGEMM's "
+        "`quantized::linear_dynamic`, fast on AVX2). Every `nn.Linear` is quantised except "
+        "`lr_proj`/`momentum_proj` (they set the fast-weight update); the fast weights, the LaCT op, norms, "
+        "convolutions and embeddings stay fp32. The evaluated models are the saved-and-reloaded quantised "
+        "folders (safetensors).",
         "",
         "## Summary (computed from the tables below)",
         "",

@@ -11,8 +11,8 @@ INT8 post-training quantisation of the ``nn.Linear`` layers through torchao (the
 and, for CPUs without AVX512-VNNI/AMX, where torchao's int8 products are slow:
 
 - ``"int8_dynamic_fbgemm"``: every converted layer becomes an ``int8_linear.Int8DynamicLinear``: weights int8
-  per output channel (as torchao's), activations quantised to 7 bits per block of 256 frames at run time, FBGEMM's
-  op ``quantized::linear_dynamic`` (AVX2) for the product. CPU only. Saved as plain tensors
+  per output channel (as torchao's), activations quantised to 7 bits at run time per block of 64 frames of
+  similar magnitude, FBGEMM's op ``quantized::linear_dynamic`` (AVX2) for the product. CPU only. Saved as plain tensors
   (``quantization_config.quant_method = "lact_int8_fbgemm"``); ``from_pretrained`` and the Auto classes load
   such a folder through ``load_quantized``.
 
@@ -56,7 +56,7 @@ from transformers import AutoConfig, TorchAoConfig
 
 from . import mixer_lact_audio
 from .cpu_features import cpu_capability, cpu_has_native_bf16
-from .int8_linear import ROW_BLOCK, Int8DynamicLinear
+from .int8_linear import ROW_BLOCK, SORT_ROWS, Int8DynamicLinear
 from .lact_ops import FastWeightState
 from .mixer_lact_audio import LaCTAudioMixer
 from .modeling_lact_audio import (
@@ -188,12 +188,13 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
     return model
 
 
-def _replace_linears(model: nn.Module, names, row_block: int) -> None:
+def _replace_linears(model: nn.Module, names, row_block: int, sort_rows: bool) -> None:
     """Swap each ``nn.Linear`` named in ``names`` for its ``Int8DynamicLinear``."""
     for name in names:
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
-        setattr(owner, child, Int8DynamicLinear.from_linear(getattr(owner, child), row_block=row_block))
+        linear = getattr(owner, child)
+        setattr(owner, child, Int8DynamicLinear.from_linear(linear, row_block=row_block, sort_rows=sort_rows))
 
 
 def _quantize_fbgemm(model, names: list[str], devices: set, skip):
@@ -202,11 +203,12 @@ def _quantize_fbgemm(model, names: list[str], devices: set, skip):
             f"{FBGEMM_MODE} runs on the CPU only (FBGEMM); the model is on {sorted(devices)}: move it to the CPU, "
             "or use 'int8_dynamic' (torchao) on a GPU"
         )
-    _replace_linears(model, names, ROW_BLOCK)
+    _replace_linears(model, names, ROW_BLOCK, SORT_ROWS)
     model.config.quantization_config = {
         "quant_method": FBGEMM_QUANT_METHOD,
         "mode": FBGEMM_MODE,
         "row_block": ROW_BLOCK,
+        "sort_rows": SORT_ROWS,
         "modules": names,
         "modules_to_not_convert": list(skip),
     }
@@ -328,7 +330,8 @@ def _load_fbgemm(folder: str, config, model_class, quant: dict, device: str):
     except SafetensorError as error:
         raise ValueError(f"the weights file {path} is corrupt or truncated ({error}): re-save the model") from error
     model = model_class(config)
-    _replace_linears(model, quant["modules"], quant.get("row_block", ROW_BLOCK))
+    # folders written before sorted blocks existed say only "row_block": they were consecutive rows
+    _replace_linears(model, quant["modules"], quant.get("row_block", ROW_BLOCK), quant.get("sort_rows", False))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -96,7 +96,7 @@ def test_save_load_round_trip_gives_identical_outputs(mode, inputs, tmp_path):
     expected_method = Q.FBGEMM_QUANT_METHOD if mode == Q.FBGEMM_MODE else "torchao"
     assert config["quantization_config"]["quant_method"] == expected_method
     if mode == Q.FBGEMM_MODE:
-        assert config["quantization_config"]["row_block"] == 256
+        assert config["quantization_config"]["row_block"] == 64 and config["quantization_config"]["sort_rows"]
     size = (tmp_path / "q" / "model.safetensors").stat().st_size
     assert size < (tmp_path / "fp32" / "model.safetensors").stat().st_size  # hidden 16: torchao's metadata weighs
     loaded = Q.load_quantized(tmp_path / "q")
@@ -105,6 +105,18 @@ def test_save_load_round_trip_gives_identical_outputs(mode, inputs, tmp_path):
     assert torch.equal(_logits(loaded, inputs), _logits(quantised, inputs))
     Q.save_quantized(loaded, tmp_path / "again")  # a loaded quantised model saves again
     assert torch.equal(_logits(Q.load_quantized(tmp_path / "again"), inputs), _logits(quantised, inputs))
+
+
+def test_fbgemm_folder_without_sort_rows_loads_as_consecutive_blocks(tmp_path):
+    """Folders saved before sorted blocks existed record only ``row_block``: they load with consecutive blocks."""
+    Q.save_quantized(Q.quantize_model(_ctc(), Q.FBGEMM_MODE), tmp_path / "q")
+    config_path = tmp_path / "q" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["quantization_config"]["sort_rows"]
+    config["quantization_config"]["row_block"] = 256
+    config_path.write_text(json.dumps(config))
+    layers = [m for m in Q.load_quantized(tmp_path / "q").modules() if isinstance(m, Int8DynamicLinear)]
+    assert layers and all(m.row_block == 256 and not m.sort_rows for m in layers)
 
 
 @pytest.mark.parametrize("mode", ["int8_dynamic", Q.FBGEMM_MODE])
@@ -194,12 +206,19 @@ def test_fbgemm_folders_that_cannot_load_say_why(tmp_path, monkeypatch, inputs):
 
 def _fbgemm_reference(layer: Int8DynamicLinear, x: torch.Tensor) -> torch.Tensor:
     """FBGEMM's dynamic int8 product written out for one sequence ``x [T, in]`` in float64, ``row_block`` rows
-    at a time: activations affine 7-bit (range widened to hold 0), weights symmetric int8 per row, int32-exact
-    sums, fp32 bias."""
+    at a time (with ``sort_rows``: each row goes in the block of its rank by ``max|x_row|``, one row at a time in
+    a Python loop): activations affine 7-bit (range widened to hold 0), weights symmetric int8 per row,
+    int32-exact sums, fp32 bias."""
     if x.shape[0] > layer.row_block:
-        return torch.cat(
-            [_fbgemm_reference(layer, x[s : s + layer.row_block]) for s in range(0, len(x), layer.row_block)]
-        )
+        if not layer.sort_rows:
+            blocks = [list(range(s, min(s + layer.row_block, len(x)))) for s in range(0, len(x), layer.row_block)]
+        else:
+            ranked = sorted(range(len(x)), key=lambda row: (float(x[row].abs().max()), row))
+            blocks = [ranked[s : s + layer.row_block] for s in range(0, len(x), layer.row_block)]
+        out = torch.empty(len(x), layer.out_features)
+        for rows in blocks:
+            out[rows] = _fbgemm_reference(layer, x[rows])
+        return out
     x = x.double()
     low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
     scale = (high - low) / 127 or 1.0
@@ -217,16 +236,25 @@ def test_int8_dynamic_linear_against_its_formula_and_batching():
     step = linear.weight.abs().amax(1, keepdim=True) / 127
     assert layer.weight_int8.dtype == torch.int8 and int(layer.weight_int8.abs().max()) == 127
     assert bool(((layer.weight - linear.weight).abs() <= step / 2 + 1e-7).all())
-    x = torch.randn(3, 17, 48) * torch.tensor([1.0, 5.0, 0.1])[:, None, None]
+    # rows of very different ranges within a sequence, as speech and padding frames are
+    ranges = torch.logspace(-2, 1, 17)[torch.randperm(17)]  # interleaved: consecutive blocks mix quiet and loud
+    x = torch.randn(3, 17, 48) * torch.tensor([1.0, 5.0, 0.1])[:, None, None] * ranges[:, None]
+    consecutive = Int8DynamicLinear.from_linear(linear, row_block=7, sort_rows=False)
+    assert layer.sort_rows and not consecutive.sort_rows
     with torch.no_grad():
-        out, exact = layer(x), linear(x)
+        out, exact, plain = layer(x), linear(x), consecutive(x)
     assert out.shape == (3, 17, 20) and out.dtype == torch.float32
     for i in range(3):  # activation scales per 7-row block of a sequence: the formula, and the sequence alone
-        reference = _fbgemm_reference(layer, x[i])
-        tolerance = 1e-4 * float(reference.abs().max())
-        assert float((out[i] - reference).abs().max()) <= tolerance
-        assert torch.equal(layer(x[i : i + 1]), out[i : i + 1])
+        for quantised, result in ((layer, out), (consecutive, plain)):
+            reference = _fbgemm_reference(quantised, x[i])
+            tolerance = 1e-4 * float(reference.abs().max())
+            assert float((result[i] - reference).abs().max()) <= tolerance
+            assert torch.equal(quantised(x[i : i + 1]), result[i : i + 1])
         assert _relative_error(out[i], exact[i]) < 0.05
+    # grouping rows of similar magnitude: the quiet rows keep their precision
+    quiet, bias = ranges.argsort()[:7], linear.bias.detach()
+    error_sorted = _relative_error(out[:, quiet] - bias, exact[:, quiet] - bias)
+    assert error_sorted < 0.5 * _relative_error(plain[:, quiet] - bias, exact[:, quiet] - bias)
     assert torch.equal(layer(x[0]), out[0])  # a 2-D input is one sequence
     assert layer(torch.zeros(2, 0, 48)).shape == (2, 0, 20)
     whole = Int8DynamicLinear.from_linear(linear, row_block=17)  # one block per sequence: scales differ
