@@ -46,8 +46,18 @@ def parse_args(argv=None):
     parser.add_argument("--adapt", type=int, default=10, help="utterances a preset adapts on")
     parser.add_argument("--labelled", type=int, default=5, help="labelled utterances of the fine-tuning baseline")
     parser.add_argument("--suta-steps", type=int, default=10)
+    parser.add_argument(
+        "--suta-lr", type=float, default=2e-4, help="SUTA's AdamW learning rate (tune it on --splits validation)"
+    )
     parser.add_argument("--finetune-steps", type=int, default=50)
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--finetune-scopes",
+        nargs="*",
+        choices=["head", "full"],
+        default=["head", "full"],
+        help="supervised fine-tunes of the gradient protocol (none: SUTA and reset only)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the forwards")
     parser.add_argument("--lm", default=None, help="language_model folder: LM beam search instead of greedy")
@@ -77,6 +87,8 @@ def main(argv=None) -> dict:
         adapt=args.adapt,
         labelled=args.labelled,
         suta_steps=args.suta_steps,
+        suta_lr=args.suta_lr,
+        finetune_scopes=tuple(args.finetune_scopes),
         finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr,
         seed=args.seed,

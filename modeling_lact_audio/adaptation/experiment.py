@@ -56,7 +56,9 @@ class AdaptationSettings:
     all); ``evolution_streams``: streams per split traced by ``evolution``; ``turns``: turns per speaker in a
     conversation; ``before`` / ``after``: utterances of speaker A carried, of speaker B transcribed after the
     change; ``adapt``: utterances a preset adapts on; ``labelled``: labelled utterances of a fine-tune;
-    ``suta_steps``, ``finetune_steps``, ``finetune_lr``: the gradient baselines; ``seed``: every random choice.
+    ``suta_steps``, ``suta_lr``, ``finetune_steps``, ``finetune_lr``, ``finetune_scopes``: the gradient
+    baselines (``finetune_scopes=()`` runs SUTA alone, e.g. to tune ``suta_lr`` on a validation split);
+    ``seed``: every random choice.
     """
 
     ks: tuple = (0, 1, 2, 5, 10)
@@ -70,8 +72,10 @@ class AdaptationSettings:
     adapt: int = 10
     labelled: int = 5
     suta_steps: int = 10
+    suta_lr: float = 2e-4
     finetune_steps: int = 50
     finetune_lr: float = 1e-4
+    finetune_scopes: tuple = ("head", "full")
     seed: int = 0
 
 
@@ -143,10 +147,12 @@ def run_protocol(
             system["tokenizer"],
             data,
             build_streams(data, "session_id", **common),
-            s.labelled,
-            s.suta_steps,
-            s.finetune_steps,
-            s.finetune_lr,
+            labelled=s.labelled,
+            suta_steps=s.suta_steps,
+            suta_lr=s.suta_lr,
+            finetune_steps=s.finetune_steps,
+            finetune_lr=s.finetune_lr,
+            scopes=tuple(s.finetune_scopes),
             desc=f"gradient {system['name']} {split}",
         )
     elif protocol == "evolution":

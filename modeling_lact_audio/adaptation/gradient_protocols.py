@@ -34,6 +34,7 @@ def gradient_baselines(
     streams: list[Stream],
     labelled: int = 5,
     suta_steps: int = 10,
+    suta_lr: float = 2e-4,
     finetune_steps: int = 50,
     finetune_lr: float = 1e-4,
     scopes: tuple[str, ...] = ("head", "full"),
@@ -51,7 +52,8 @@ def gradient_baselines(
         dataset: the cached split; streams: its streams (:func:`~modeling_lact_audio.adaptation.streams.build_streams`).
         labelled: utterances at a stream's start given with labels to the fine-tune; streams of ``labelled``
             utterances or fewer are skipped (``info["skipped"]``).
-        suta_steps: SUTA's adaptation steps per utterance.
+        suta_steps, suta_lr: SUTA's adaptation steps per utterance and AdamW learning rate (tune it on a
+            validation split: ``run_adaptation.py gradient --splits validation --suta-lr ...``).
         finetune_steps, finetune_lr: the fine-tune's optimiser steps and learning rate.
         scopes: fine-tune scopes (``"head"``: the CTC output layer; ``"full"``: the whole head); () for none.
         desc: the progress bar's label.
@@ -76,6 +78,7 @@ def gradient_baselines(
         info={
             "labelled": labelled,
             "suta_steps": suta_steps,
+            "suta_lr": suta_lr,
             "finetune_steps": finetune_steps,
             "finetune_lr": finetune_lr,
             "finetune_seconds": {s: {} for s in scopes},
@@ -95,7 +98,7 @@ def gradient_baselines(
             (log_probs, _, s), _ = time_on_one_thread(run_utterance, head, states, None)
             result.conditions["reset"][uid] = Transcribed(log_probs, s)
             x, mask = utterance_inputs(states, device)
-            (log_probs, s), _ = time_on_one_thread(suta_log_probs, head, x, mask, steps=suta_steps)
+            (log_probs, s), _ = time_on_one_thread(suta_log_probs, head, x, mask, steps=suta_steps, lr=suta_lr)
             result.conditions[SUTA][uid] = Transcribed(log_probs.cpu(), s)
         for scope in scopes:
             rows = [

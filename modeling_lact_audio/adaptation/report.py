@@ -252,6 +252,9 @@ def render_report(results: dict) -> str:
                 if protocol in ("failure", "evolution"):
                     label = "utterance after the change" if protocol == "failure" else "position in stream"
                     lines += [position_table(scored, label)]
+                if protocol == "gradient" and "suta_steps" in info:
+                    rate = f" at AdamW lr {info['suta_lr']:g}" if "suta_lr" in info else ""
+                    lines += [f"SUTA: {info['suta_steps']} steps per utterance{rate}, reset after each.", ""]
                 if protocol == "gradient" and info.get("finetune_seconds"):
                     spent = {s: np.mean(list(v.values())) for s, v in info["finetune_seconds"].items() if v}
                     if spent:

@@ -309,6 +309,24 @@ def test_gradient_baselines_run_on_the_same_later_utterances(lact, bilstm, token
     assert set(bilstm.conditions) == {"reset", SUTA, finetune_condition("head", 4)}
 
 
+def test_gradient_baselines_pass_the_suta_rate_through(lact, tokenizer, split):
+    """``suta_lr`` reaches SUTA's optimiser (the result equals ``suta_log_probs`` at that rate, and a larger
+    rate moves the output); ``scopes=()`` runs no fine-tune."""
+    from modeling_lact_audio.adaptation.gradient_tta import suta_log_probs
+    from modeling_lact_audio.adaptation.streams import UtteranceReader, utterance_inputs
+
+    streams = build_streams(split, max_streams=1)
+    fast = gradient_baselines(lact, tokenizer, split, streams, labelled=4, suta_steps=2, suta_lr=0.05, scopes=())
+    slow = gradient_baselines(lact, tokenizer, split, streams, labelled=4, suta_steps=2, suta_lr=1e-6, scopes=())
+    assert set(fast.conditions) == {"reset", SUTA, CARRY_ALL} and fast.info["suta_lr"] == 0.05
+    row = streams[0].rows[4]
+    x, mask = utterance_inputs(UtteranceReader(split)[row], "cpu")
+    direct, _ = suta_log_probs(lact, x, mask, steps=2, lr=0.05)
+    uid = split[row]["uid"]
+    torch.testing.assert_close(fast.conditions[SUTA][uid].log_probs, direct)
+    assert not torch.allclose(fast.conditions[SUTA][uid].log_probs, slow.conditions[SUTA][uid].log_probs)
+
+
 def test_relative_change_interval_matches_the_hand_formula():
     rng = np.random.default_rng(3)
     words = rng.integers(3, 15, size=40)
