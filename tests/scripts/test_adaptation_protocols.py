@@ -374,11 +374,18 @@ def test_scores_pair_each_condition_with_the_baseline_on_shared_utterances():
     assert [p["position"] for p in scored["positions"]["k=0"]] == [0, 1, 2]
 
 
+def _saved_heads(heads: dict, tokenizer, split, split_name: str, folder: Path) -> Path:
+    """Save ``heads`` (name -> head) as recogniser folders and ``split`` as ``<folder>/cache/<split_name>``;
+    returns the cache folder."""
+    cache = folder / "cache"
+    split.save_to_disk(str(cache / split_name))
+    for name, head in heads.items():
+        save_recogniser(head, tokenizer, folder / name)
+    return cache
+
+
 def test_the_command_line_writes_every_protocol_and_keeps_them_on_a_rerun(lact, bilstm, tokenizer, split, tmp_path):
-    cache = tmp_path / "cache"
-    split.save_to_disk(str(cache / "tiny"))
-    save_recogniser(lact, tokenizer, tmp_path / "lact")
-    save_recogniser(bilstm, tokenizer, tmp_path / "bilstm")
+    cache = _saved_heads({"lact": lact, "bilstm": bilstm}, tokenizer, split, "tiny", tmp_path)
     script = load_script(ROOT / "eval" / "adaptation" / "run_adaptation.py")
     out = tmp_path / "results"
     common = [
@@ -472,3 +479,28 @@ def test_bars_are_judged_from_the_measured_numbers():
     del results["protocols"]["gradient"]
     assert [r["met"] for r in evaluate_bars(results)] == [None, False, True, None]
     assert "not measured" in bars_section(results)
+
+
+def test_suta_rate_is_tuned_on_validation_and_refused_on_test(lact, bilstm, tokenizer, split, tmp_path):
+    cache = _saved_heads({"lact": lact, "bilstm": bilstm}, tokenizer, split, "validation", tmp_path)
+    script = load_script(ROOT / "eval" / "adaptation" / "tune_suta.py")
+    out = tmp_path / "tuned"
+    heads = ["--head", f"lact={tmp_path / 'lact'}", "--head", f"bilstm={tmp_path / 'bilstm'}"]
+    args = [*heads, "--cache", str(cache), "--rates", "1e-6", "0.5", "--labelled", "3", "--suta-steps", "2"]
+    result = script.main([*args, "--output", str(out)])
+    for name in ("lact", "bilstm"):
+        entry = result["heads"][name]
+        assert [run["suta_lr"] for run in entry["runs"]] == [1e-6, 0.5]
+        best = min(entry["runs"], key=lambda run: (run["wer"], run["suta_lr"]))
+        assert entry["chosen_lr"] == best["suta_lr"]
+        assert all(run["utterances"] == 4 * 3 for run in entry["runs"])  # 4 streams of 6, the first 3 skipped
+        # a rate of 1e-6 barely moves the norm weights: SUTA's WER is the reset model's
+        assert entry["runs"][0]["wer"] == pytest.approx(entry["reset_wer"])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["heads"]["lact"]["chosen_lr"] == result["heads"]["lact"]["chosen_lr"]
+    report = (out / "REPORT.md").read_text()
+    assert "## lact (reset WER" in report and "tune_suta.py" in report
+    split.save_to_disk(str(cache / "sessions_test_unseen"))
+    with pytest.raises(SystemExit, match="is a test split"):
+        script.main([*args, "--split", "sessions_test_unseen", "--output", str(tmp_path / "no")])
+    assert not (tmp_path / "no").exists()
