@@ -64,7 +64,6 @@ from modeling_lact_audio.recogniser.training import greedy_texts
 
 SPLITS = ["test_seen", "test_unseen_speakers", "test_noise", "test_domain", "test_real"]
 DEFAULT_MODELS = ["whisper=model_cards/checkpoints/lact_whisper_ctc", "small=model_cards/checkpoints/lact_small_ctc"]
-SYSTEMS = ("fp32", *MODES)
 # Fast-weight storage experiment: (state format, op inputs rounded too); fp32 chunked is the simulation's check.
 STATE_VARIANTS = [
     ("fp32", False),
@@ -84,6 +83,13 @@ def parse_args(argv=None):
     parser.add_argument("--splits", nargs="+", default=SPLITS)
     parser.add_argument("--rows", type=int, default=100, help="rows per test split (a fixed random subset)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="INT8 modes compared with fp32 (default: all; e.g. only int8_dynamic_fbgemm for a larger sample)",
+    )
     parser.add_argument("--no-lm", action="store_true", help="greedy only, even where the folder ships a word LM")
     parser.add_argument("--latency-rows", type=int, default=6, help="test_seen utterances timed one at a time")
     parser.add_argument("--fast-weight-rows", type=int, default=40, help="test_seen rows of the fast-weight study")
@@ -188,7 +194,7 @@ def logits_of(model, inputs, emulate: bool = False):
         return model(**inputs).logits
 
 
-def build_systems(name: str, folder: str, probe: np.ndarray, workdir: Path) -> tuple[dict, dict]:
+def build_systems(name: str, folder: str, probe: np.ndarray, workdir: Path, modes=MODES) -> tuple[dict, dict]:
     """fp32 and every INT8 mode of one model: quantised, saved, reloaded (the reloaded model is evaluated).
 
     Returns ``(models, record)``: ``models[mode]``; ``record`` with sizes, layer counts, fast-weight dtypes and
@@ -212,7 +218,7 @@ def build_systems(name: str, folder: str, probe: np.ndarray, workdir: Path) -> t
     }
     inputs = first_input(processor, probe)
     models = {"fp32": fp32}
-    for mode in MODES:
+    for mode in modes:
         quantised = quantize_model(copy.deepcopy(fp32), mode)
         out_dir = save_quantized(quantised, workdir / f"{name}_{mode}", processor)
         loaded = load_quantized(out_dir)
@@ -424,7 +430,7 @@ def fast_weight_study(model, processor, rows: dict, samples: int) -> dict:
 # ---- generator ----
 
 
-def generator_study(corpus: str, steps: int, rows: int, samples: int, workdir: Path) -> dict:
+def generator_study(corpus: str, steps: int, rows: int, samples: int, workdir: Path, modes=MODES) -> dict:
     """Train a tiny audio-token generator briefly, then its NLL per token on test_seen in every mode."""
     from modeling_lact_audio import LaCTAudioForCausalLM
     from modeling_lact_audio.processors import LaCTAudioTokenizer
@@ -443,7 +449,7 @@ def generator_study(corpus: str, steps: int, rows: int, samples: int, workdir: P
     tokenizer = LaCTAudioTokenizer.from_pretrained(run / "last" / "audio_tokenizer")
     audio = load_rows(corpus, "test_seen", rows)["audio"]
     codes = [tokenizer.encode(a, sampling_rate=SAMPLING_RATE)[0] for a in audio]  # [K, T'] each
-    models = {"fp32": fp32, **{m: quantize_model(copy.deepcopy(fp32), m) for m in MODES}}
+    models = {"fp32": fp32, **{m: quantize_model(copy.deepcopy(fp32), m) for m in modes}}
     out = {
         "preset": "tiny",
         "train_steps": steps,
@@ -505,12 +511,17 @@ def _excludes_zero(d) -> int:
     return 1 if d[1] > 0 else -1 if d[2] < 0 else 0
 
 
+def results_modes(results: dict) -> list[str]:
+    """The INT8 modes a results file compares with fp32 (files written before ``--modes`` existed: all)."""
+    return list(results.get("modes", MODES))
+
+
 def summary_lines(results: dict) -> list[str]:
     """One line per model and mode (size, speed, accuracy) and per fast-weight study, from the numbers alone."""
-    lines = []
+    lines, modes = [], results_modes(results)
     for name, model in results["models"].items():
         speed, fp32 = model["speed"], model["systems"]["fp32"]
-        for mode in MODES:
+        for mode in modes:
             size = model["systems"][mode]["file_bytes"] / fp32["file_bytes"]
             rtf = speed[mode]["offline"]["rtf"] / speed["fp32"]["offline"]["rtf"]
             parts = [f"file {size:.2f}x fp32's", f"offline compute {rtf:.2f}x fp32's"]
@@ -553,7 +564,7 @@ def summary_lines(results: dict) -> list[str]:
             + ", ".join(
                 f"{m} {gen['systems'][m]['nll_diff'][0]:+.4f} [{gen['systems'][m]['nll_diff'][1]:+.4f}, "
                 f"{gen['systems'][m]['nll_diff'][2]:+.4f}] nats/token"
-                for m in MODES
+                for m in modes
             )
             + f" (fp32 {gen['systems']['fp32']['nll_per_token']:.3f})."
         )
@@ -657,7 +668,7 @@ def render_report(results: dict) -> str:
     ]
     for name, model in results["models"].items():
         speed = model["speed"]
-        for mode in SYSTEMS:
+        for mode in ("fp32", *results_modes(results)):
             size, sp = model["systems"][mode], speed[mode]
             stream = sp.get("streaming")
             stream_cells = (
@@ -692,7 +703,7 @@ def render_report(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, model in results["models"].items():
-        for mode in MODES:
+        for mode in results_modes(results):
             c = model["systems"][mode]
             lines.append(
                 f"| {name} | {mode} | {c['reload_identical']} | {c['fast_weights_fp32']} | "
@@ -775,14 +786,14 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results["models"])
+    names, systems = list(results["models"]), ("fp32", *results_modes(results))
     fig, axes = plt.subplots(len(names), 3, figsize=(16, 4 * len(names)), squeeze=False)
     for row, name in enumerate(names):
         model = results["models"][name]
         splits = list(model["accuracy"])
         for col, metric in enumerate(("wer", "cer")):
             ax = axes[row, col]
-            for i, mode in enumerate(MODES):
+            for i, mode in enumerate(results_modes(results)):
                 d = np.array([model["accuracy"][s][mode]["greedy"][f"{metric}_diff"] for s in splits]) * 100
                 x = np.arange(len(splits)) + (i - 0.5) * 0.3
                 ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], fmt="o", capsize=3, label=mode)
@@ -795,8 +806,8 @@ def plot(results: dict, path: Path) -> None:
         speed = model["speed"]
         kinds = ["offline"] + (["streaming"] if "streaming" in speed["fp32"] else [])
         for i, kind in enumerate(kinds):
-            ax.bar(np.arange(len(SYSTEMS)) + i * 0.4, [speed[m][kind]["rtf"] for m in SYSTEMS], 0.4, label=kind)
-        ax.set_xticks(np.arange(len(SYSTEMS)) + 0.2 * (len(kinds) - 1), SYSTEMS, fontsize=8)
+            ax.bar(np.arange(len(systems)) + i * 0.4, [speed[m][kind]["rtf"] for m in systems], 0.4, label=kind)
+        ax.set_xticks(np.arange(len(systems)) + 0.2 * (len(kinds) - 1), systems, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("real-time factor (1 thread, batch 1)")
         ax.set_title(f"{name}: speed")
@@ -822,7 +833,7 @@ def evaluate_model(name: str, folder: str, args, splits: dict, workdir: Path) ->
     from modeling_lact_audio.recogniser.lm import LM_FOLDER, CTCBeamSearchDecoder
 
     probe = splits[args.splits[0]]["audio"][0]
-    models, record = build_systems(name, folder, probe, workdir)
+    models, record = build_systems(name, folder, probe, workdir, args.modes)
     processor = AutoProcessor.from_pretrained(folder)
     lm = None
     if not args.no_lm and (Path(folder) / LM_FOLDER / "lm.arpa").exists():
@@ -838,7 +849,7 @@ def evaluate_model(name: str, folder: str, args, splits: dict, workdir: Path) ->
             for decoding in record["decodings"]:
                 texts = [normalize_for_scoring(t) for t in out[decoding]]
                 per_mode[mode][decoding] = {"texts": texts, **score_split(rows["references"], texts)}
-        for mode in MODES:
+        for mode in args.modes:
             for decoding in record["decodings"]:
                 base, entry = per_mode["fp32"][decoding], per_mode[mode][decoding]
                 entry.update(compare(base, entry, args.samples))
@@ -872,7 +883,9 @@ def remeasure_speed(args, argv) -> dict:
     latency_rows = load_rows(args.corpus, "test_seen", args.latency_rows)
     with tempfile.TemporaryDirectory() as tmp:
         for name, record in results["models"].items():
-            models, _ = build_systems(name, record["folder"], latency_rows["audio"][0], Path(tmp))
+            models, _ = build_systems(
+                name, record["folder"], latency_rows["audio"][0], Path(tmp), results_modes(results)
+            )
             processor = AutoProcessor.from_pretrained(record["folder"])
             record["speed"] = measure_speed(models, processor, latency_rows["audio"])
             del models
@@ -905,6 +918,7 @@ def main(argv=None) -> dict:
         "threads": args.threads,
         "torchao": torchao.__version__,
         "rows_per_split": args.rows,
+        "modes": list(args.modes),
         "splits": args.splits,
         "half_precision": {p: half_precision_skip_reason(p, "cpu") for p in HALF_PRECISIONS},
         "half_precision_gpu": {p: half_precision_skip_reason(p, "cuda") for p in HALF_PRECISIONS},
@@ -917,7 +931,7 @@ def main(argv=None) -> dict:
             results["models"][name] = evaluate_model(name, folder, args, splits, workdir)
         if not args.no_generator:
             results["generator"] = generator_study(
-                args.corpus, args.generator_steps, args.generator_rows, args.samples, workdir
+                args.corpus, args.generator_steps, args.generator_rows, args.samples, workdir, args.modes
             )
     results["run_seconds"] = time.perf_counter() - start
     write(results, Path(args.output))

@@ -2,7 +2,8 @@
 
 Reads ``memory_quantisation/memory.json`` (``eval/memory_check.py``: the plan against CPU training steps),
 ``gpu/memory_gpu.json`` (``benchmarks.memory_gpu``: against ``torch.cuda.max_memory_allocated``),
-``quantization/results.json`` (``eval/quantization_eval.py``) and ``gpu/inference_gpu.json``
+``quantization/results.json`` and any ``quantization_*/results.json`` (``eval/quantization_eval.py``; for each
+model and INT8 mode the bars use the run with the most utterances per split) and ``gpu/inference_gpu.json``
 (``benchmarks.inference_gpu``), under ``--results`` (default ``eval/results``); a missing file is reported as
 not measured. The detailed tables stay in the reports beside those files.
 
@@ -71,6 +72,30 @@ def int8_bars(quant: dict) -> list[dict]:
     return rows
 
 
+def quantisation_runs(results: Path) -> list[tuple[str, dict]]:
+    """``(folder name, results)`` of every quantisation run under ``results``: ``quantization/`` first, then
+    ``quantization_*/`` in name order (folders without a ``results.json`` of models are skipped)."""
+    runs = []
+    for folder in sorted(p for p in results.glob("quantization*") if p.is_dir()):
+        data = _load(folder / "results.json")
+        if data and "models" in data:
+            runs.append((folder.name, data))
+    return runs
+
+
+def largest_sample_bars(runs: list[tuple[str, dict]]) -> list[dict]:
+    """``int8_bars`` of every run, keeping per model and mode the run with the most rows per split (ties: the
+    earlier run); each row also names its ``run`` and ``rows_per_split``."""
+    chosen = {}
+    for name, quant in runs:
+        for row in int8_bars(quant):
+            row = {**row, "run": name, "rows_per_split": quant["rows_per_split"]}
+            key = (row["model"], row["mode"])
+            if key not in chosen or row["rows_per_split"] > chosen[key]["rows_per_split"]:
+                chosen[key] = row
+    return list(chosen.values())
+
+
 def modes_meeting_every_bar(rows: list[dict]) -> list[str]:
     """The INT8 modes whose every row (one per model) in ``int8_bars`` passes WER, file size and latency."""
     modes = dict.fromkeys(row["mode"] for row in rows)
@@ -86,7 +111,7 @@ def report(results: Path) -> str:
     """The Markdown report of the bars under ``results``."""
     cpu = (_load(results / "memory_quantisation" / "memory.json") or {}).get("points")
     gpu = _load(results / "gpu" / "memory_gpu.json")
-    quant = _load(results / "quantization" / "results.json")
+    runs = quantisation_runs(results)
     half = _load(results / "gpu" / "inference_gpu.json")
     lines = [
         "# Memory planning and quantised inference (issue 17)",
@@ -110,21 +135,23 @@ def report(results: Path) -> str:
             f"GPU points | {_yes(bar['pass'])} |"
         )
     machine = ""
-    if quant is None:
+    if not runs:
         lines.append("| INT8 within 1 WER point, smaller, faster on the CPU | not measured | - |")
     else:
-        m = quant["machine"]
-        machine = (
-            f"{m['cpu']} ({m['cpu_features']['capability']}), {quant['threads']} thread(s), torchao {quant['torchao']}"
+        machine = "; ".join(
+            f"`{name}/` ({quant['rows_per_split']} utterances per split): {quant['machine']['cpu']} "
+            f"({quant['machine']['cpu_features']['capability']}), {quant['threads']} thread(s), "
+            f"torchao {quant['torchao']}"
+            for name, quant in runs
         )
-        rows = int8_bars(quant)
+        rows = largest_sample_bars(runs)
         for row in rows:
             low, high = row["worst_interval"][1:]
             name = f"{row['model']} {row['mode']}"
             lines += [
                 f"| {name}: WER within 1 point of fp32 on every split | largest change "
-                f"{row['worst_interval'][0]:+.2f} pts at {row['worst_at']} [95% CI {low:+.2f}, {high:+.2f}] "
-                f"| {_yes(row['wer_pass'])} |",
+                f"{row['worst_interval'][0]:+.2f} pts at {row['worst_at']} [95% CI {low:+.2f}, {high:+.2f}], "
+                f"{row['rows_per_split']} utterances per split (`{row['run']}/`) | {_yes(row['wer_pass'])} |",
                 f"| {name}: smaller file | {row['file_ratio']:.2f}x fp32's | {_yes(row['file_pass'])} |",
                 f"| {name}: lower CPU latency | offline {row['latency_ratio']:.2f}x fp32's time | "
                 f"{_yes(row['latency_pass'])} |",

@@ -421,3 +421,16 @@ def test_quantization_eval_script_on_a_tiny_corpus(tmp_path):
         set(again["models"]["tiny"]["speed"]) == set(tiny["speed"]) and "--speed-only" in again["speed_run"]["command"]
     )
     assert "re-measured by `python eval/quantization_eval.py" in (out / "REPORT.md").read_text()
+    # --modes: fp32 against the named modes only, in the accuracy, speed, report and generator study
+    one = main(
+        ["--model", f"tiny={tmp_path / 'model'}", "--corpus", str(tmp_path / "corpus"), "--splits", "test_seen",
+         "--rows", "3", "--latency-rows", "1", "--fast-weight-rows", "2", "--generator-steps", "1",
+         "--generator-rows", "1", "--samples", "20", "--modes", Q.FBGEMM_MODE, "--output", str(tmp_path / "one")]
+    )  # fmt: skip
+    assert one["modes"] == [Q.FBGEMM_MODE]
+    assert set(one["models"]["tiny"]["accuracy"]["test_seen"]) == {"fp32", Q.FBGEMM_MODE}
+    speed = one["models"]["tiny"]["speed"]
+    assert {"fp32", Q.FBGEMM_MODE} <= set(speed) and not set(speed) & {"int8_dynamic", "int8_weight_only"}
+    assert set(one["generator"]["systems"]) == {"fp32", Q.FBGEMM_MODE}
+    one_report = (tmp_path / "one" / "REPORT.md").read_text()
+    assert "| tiny | int8_dynamic_fbgemm |" in one_report and "| tiny | int8_weight_only |" not in one_report

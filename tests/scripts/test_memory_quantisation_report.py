@@ -43,3 +43,53 @@ def test_a_mode_meets_the_bars_only_when_it_passes_on_every_model():
     ]
     assert R.modes_meeting_every_bar(rows) == ["b"]
     assert R.modes_meeting_every_bar(rows[:1]) == []
+
+
+def _quant_run(rows: int, wer_change: float, latency_s: float) -> dict:
+    """A minimal ``quantization_eval`` results dict: one model, fp32 and one mode, one split, greedy."""
+    return {
+        "rows_per_split": rows,
+        "threads": 1,
+        "torchao": "0",
+        "machine": {"cpu": "cpu", "cpu_features": {"capability": "AVX2"}},
+        "models": {
+            "whisper": {
+                "decodings": ["greedy"],
+                "systems": {"fp32": {"file_bytes": 100}, "int8_dynamic_fbgemm": {"file_bytes": 35}},
+                "speed": {
+                    "fp32": {"offline": {"median_s": 1.0}},
+                    "int8_dynamic_fbgemm": {"offline": {"median_s": latency_s}},
+                },
+                "accuracy": {
+                    "test_seen": {
+                        "int8_dynamic_fbgemm": {
+                            "greedy": {"wer_diff": [wer_change, wer_change - 0.01, wer_change + 0.01]}
+                        }
+                    }
+                },
+            }
+        },
+    }
+
+
+def test_each_mode_is_judged_on_its_largest_sample(tmp_path):
+    import json
+
+    for name, run in {
+        "quantization": _quant_run(100, 0.012, 0.9),
+        "quantization_fbgemm_300_rows": _quant_run(300, 0.006, 0.95),
+        "quantization_empty": None,
+    }.items():
+        (tmp_path / name).mkdir()
+        if run is not None:
+            (tmp_path / name / "results.json").write_text(json.dumps(run))
+    runs = R.quantisation_runs(tmp_path)
+    assert [name for name, _ in runs] == ["quantization", "quantization_fbgemm_300_rows"]
+    (row,) = R.largest_sample_bars(runs)
+    assert row["run"] == "quantization_fbgemm_300_rows" and row["rows_per_split"] == 300
+    assert row["wer_pass"] and abs(row["worst_wer_change_points"] - 0.6) < 1e-9 and row["latency_ratio"] == 0.95
+    (alone,) = R.largest_sample_bars(runs[:1])
+    assert not alone["wer_pass"]  # 1.2 points on the smaller sample
+    text = R.report(tmp_path)
+    assert "300 utterances per split (`quantization_fbgemm_300_rows/`)" in text
+    assert "one INT8 mode meets all three bars on every model | int8_dynamic_fbgemm | yes" in text
