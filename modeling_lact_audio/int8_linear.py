@@ -22,7 +22,8 @@ Why sorted blocks (``sort_rows``, the default): before blocking, the rows of a s
 largest magnitude, so each block holds rows of similar range and a quiet frame never shares a scale with a loud
 one; the outputs are put back in the original order. On 20 validation utterances of the Whisper recogniser the
 logits' error relative to fp32 was 0.073 with 256 consecutive rows, 0.065 with 64, 0.054 with 16 and 0.052 with
-64 sorted rows, for about 10% more time than 256 consecutive rows.
+64 sorted rows. The extra calls cost the speed gain: the Whisper recogniser measured 0.83x fp32's offline
+time with 256 consecutive rows and 1.02x with 64 sorted rows (eval/results/quantization).
 """
 
 import torch

@@ -9,7 +9,7 @@ rate then goes to ``run_adaptation.py gradient --suta-lr``.
 """
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import datasets
@@ -33,7 +33,6 @@ def tune_suta_lr(
     rates: list[float],
     split: str = "validation",
     settings: AdaptationSettings | None = None,
-    output: str | None = None,
 ) -> dict:
     """SUTA's WER at each rate on the speaker streams of ``split``, for each head, and the chosen rate.
 
@@ -45,15 +44,12 @@ def tune_suta_lr(
         settings: protocol options (``labelled`` utterances at each stream's start are skipped, as in the
             ``gradient`` protocol, so the tuned rate is scored on the same positions); its ``suta_lr`` and
             ``finetune_scopes`` are replaced.
-        output: where the protocol may write (nothing is written for ``gradient``); None: a temporary name.
 
     Returns:
         ``{"split", "rates", "settings", "heads": {name: {"runs": [{"suta_lr", "wer", "wer_ci", "cer",
         "relative_change", "relative_change_ci", "p_value", "utterances", "seconds_per_utterance"}],
         "reset_wer", "chosen_lr"}}, "wall_seconds"}``.
     """
-    from dataclasses import asdict
-
     check_tuning_split(split)
     if not rates or any(r <= 0 for r in rates):
         raise ValueError(f"rates must be positive learning rates, got {rates}")
@@ -69,7 +65,9 @@ def tune_suta_lr(
     for name, system in load_systems(heads).items():
         runs, reset_wer = [], None
         for rate in rates:
-            scored = run_protocol("gradient", system, data, split, replace(base, suta_lr=rate), Path(output or "."))
+            scored = run_protocol(
+                "gradient", system, data, split, replace(base, suta_lr=rate), Path(".")
+            )  # gradient writes no files
             suta, reset_wer = scored["conditions"][SUTA], scored["conditions"]["reset"]["wer"]
             change = suta["vs_baseline"]
             runs.append(
