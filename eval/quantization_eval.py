@@ -139,7 +139,11 @@ class KeepLogProbs:
 
 
 def transcribe(model, processor, audio: list, batch_size: int, lm=None, emulate: bool = False) -> dict:
-    """Greedy (and ``lm`` beam-search) transcripts of ``audio``, longest first in batches; ``seconds`` taken."""
+    """Greedy (and ``lm`` beam-search) transcripts of ``audio``, longest first in batches; ``seconds`` taken,
+    ``frames`` the log-probability rows decoded per utterance.
+
+    An utterance the model sees as several windows (over 30 s on Whisper's encoder) is decoded from its
+    windows' log-probabilities joined in time, so every mode is scored on the same one-row-per-utterance basis."""
     keep = KeepLogProbs(processor.tokenizer)
     transcriber = Transcriber(model, processor, decoder=keep)
     order = np.argsort([-len(a) for a in audio], kind="stable")
@@ -149,12 +153,18 @@ def transcribe(model, processor, audio: list, batch_size: int, lm=None, emulate:
         for i in range(0, len(order), batch_size):
             picked = order[i : i + batch_size]
             keep.log_probs = []
-            transcriber([audio[j] for j in picked])
-            if len(keep.log_probs) != len(picked):
-                raise RuntimeError("an utterance was split into windows: the log-probabilities do not map back")
-            for j, lp in zip(picked, keep.log_probs):
-                log_probs[j] = lp
-    out = {"seconds": time.perf_counter() - start, "greedy": greedy_texts(log_probs, processor.tokenizer)}
+            chosen = [audio[j] for j in picked]
+            transcriber(chosen)
+            _, owner = transcriber.windows(chosen)  # an utterance over 30 s is several windows, in order
+            if len(keep.log_probs) != len(owner):
+                raise RuntimeError(f"{len(keep.log_probs)} log-probability rows for {len(owner)} windows")
+            for k, j in enumerate(picked):
+                log_probs[j] = torch.cat([lp for lp, o in zip(keep.log_probs, owner) if o == k])
+    out = {
+        "seconds": time.perf_counter() - start,
+        "greedy": greedy_texts(log_probs, processor.tokenizer),
+        "frames": [lp.shape[0] for lp in log_probs],
+    }
     if lm is not None:
         lengths = torch.tensor([lp.shape[0] for lp in log_probs])
         out["lm"] = lm(torch.nn.utils.rnn.pad_sequence(log_probs, batch_first=True), lengths)

@@ -176,17 +176,26 @@ class Transcriber:
             return cls(model, AutoProcessor.from_pretrained(folder), device)
         return cls(model, WhisperProcessor.from_pretrained(folder), device)
 
+    def windows(self, audio: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+        """The pieces this transcriber runs the model on: ``(pieces, owner)`` with ``owner[j]`` the index in
+        ``audio`` of ``pieces[j]``, in order. A model on Whisper's encoder sees consecutive 30 s windows of
+        each waveform (the encoder's training length); any other model sees each waveform whole."""
+        if not (self.kind == "ctc" and getattr(self.model.config, "frontend", None) == "whisper_encoder"):
+            return list(audio), list(range(len(audio)))
+        window = self.processor.feature_extractor.n_samples  # Whisper's 30 s
+        pieces, owner = [], []
+        for i, a in enumerate(audio):
+            for start in range(0, max(len(a), 1), window):
+                pieces.append(a[start : start + window])
+                owner.append(i)
+        return pieces, owner
+
     @torch.no_grad()
     def __call__(self, audio: list[np.ndarray]) -> list[str]:
         """Transcripts of 16 kHz float32 waveforms ``[L_i]``, one string each."""
         extractor = self.processor.feature_extractor
         if self.kind == "ctc" and getattr(self.model.config, "frontend", None) == "whisper_encoder":
-            window = extractor.n_samples  # Whisper's 30 s
-            pieces, owner = [], []
-            for i, a in enumerate(audio):
-                for start in range(0, max(len(a), 1), window):
-                    pieces.append(a[start : start + window])
-                    owner.append(i)
+            pieces, owner = self.windows(audio)
             batch = self.processor(
                 audio=pieces, sampling_rate=SAMPLING_RATE, return_tensors="pt", return_attention_mask=True
             )

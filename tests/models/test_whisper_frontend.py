@@ -2,6 +2,8 @@
 assembled from a head trained on cached encoder states."""
 
 import json
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from modeling_lact_audio.recogniser.training import save_recogniser
 from modeling_lact_audio.whisper_frontend_lact_audio import whisper_encoder_config, whisper_output_lengths
 
 TEXTS = ["a cat sat", "the dog ran", "hello there"]
+QUANTIZATION_EVAL = Path(__file__).resolve().parents[2] / "eval" / "quantization_eval.py"
 
 
 def tiny_whisper_config() -> WhisperConfig:
@@ -262,3 +265,20 @@ def test_transcriber_reads_long_audio_in_windows_and_decodes_with_the_shipped_lm
     with pytest.raises(FileNotFoundError, match="language_model"):
         export_recogniser(str(tmp_path / "head"), str(whisper_folder), str(tmp_path / "bare"))
         Transcriber.from_pretrained(tmp_path / "bare", use_lm=True)
+
+
+def test_quantization_eval_decodes_a_long_utterance_from_all_its_windows(tmp_path, whisper_folder):
+    from modeling_lact_audio.asr import Transcriber
+
+    transcribe = runpy.run_path(str(QUANTIZATION_EVAL), run_name="quantization_eval")["transcribe"]
+    _trained_looking_head(tmp_path / "head", whisper_folder)
+    folder = export_recogniser(str(tmp_path / "head"), str(whisper_folder), str(tmp_path / "out"))
+    transcriber = Transcriber.from_pretrained(folder)
+    rng = np.random.default_rng(2)
+    long = (0.1 * rng.standard_normal(16000 * 31)).astype(np.float32)  # two windows: 30 s and 1 s
+    short = long[:8000]
+    model, processor = transcriber.model, transcriber.processor
+    out = transcribe(model, processor, [short, long], batch_size=2)
+    parts = transcribe(model, processor, [long[: 16000 * 30], long[16000 * 30 :]], batch_size=1)
+    assert out["frames"] == [transcribe(model, processor, [short], 1)["frames"][0], sum(parts["frames"])]
+    assert out["greedy"][0] == transcriber([short])[0]
