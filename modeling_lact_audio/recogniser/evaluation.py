@@ -22,7 +22,8 @@ GROUP_COLUMNS = {"test_noise": ("condition", "snr_db"), "test_domain": ("domain"
 
 def kept_systems(previous: dict, names: dict[str, str], uids: dict[str, list[str]]) -> dict:
     """Systems of an earlier evaluation's ``results.json`` dict, checked to be on the utterances ``uids``
-    (``{split: [uid, ...]}``) and marked ``kept_from`` with the command that scored them.
+    (``{split: [uid, ...]}``) and marked ``kept_from`` with the command that scored them (a system the earlier
+    evaluation had kept keeps its own ``kept_from``).
 
     ``names`` maps each kept system's name there to its name here (e.g. ``{"lact": "lact (360 steps)"}``).
 
@@ -38,7 +39,14 @@ def kept_systems(previous: dict, names: dict[str, str], uids: dict[str, list[str
                 f"{split}: the earlier evaluation did not score the same utterances (its results.json has "
                 f"{'other' if split in previous.get('uids', {}) else 'no'} uids for it); evaluate those systems again"
             )
-    return {new: {**previous["systems"][old], "kept_from": previous.get("command")} for old, new in names.items()}
+    # A system the earlier evaluation had itself kept still names the evaluation that scored it.
+    return {
+        new: {
+            **previous["systems"][old],
+            "kept_from": previous["systems"][old].get("kept_from", previous.get("command")),
+        }
+        for old, new in names.items()
+    }
 
 
 def wer_cer(references: list[str], predictions: list[str]) -> dict:

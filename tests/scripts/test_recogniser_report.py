@@ -97,6 +97,9 @@ def test_systems_are_kept_from_an_earlier_evaluation_only_on_the_same_utterances
     kept = kept_systems(earlier, {"lact + LM": "baseline + LM"}, earlier["uids"])
     assert list(kept) == ["baseline + LM"] and kept["baseline + LM"]["kept_from"] == earlier["command"]
     assert kept["baseline + LM"]["splits"] == earlier["systems"]["lact + LM"]["splits"]
+    # keeping a system the earlier evaluation had itself kept names the evaluation that scored it
+    earlier["systems"]["old"] = {**earlier["systems"]["lact + LM"], "kept_from": "python first_evaluation"}
+    assert kept_systems(earlier, {"old": "old"}, earlier["uids"])["old"]["kept_from"] == "python first_evaluation"
     with pytest.raises(ValueError, match=r"no system \['bilstm'\]"):
         kept_systems(earlier, {"bilstm": "bilstm"}, earlier["uids"])
     other = {**earlier["uids"], "test_real": ["x"] * 40}
