@@ -11,6 +11,7 @@ import warnings
 import torch
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+_INT8_FLAGS = ("avx512_vnni", "amx_int8")  # int8 x int8 products in hardware (torch._int_mm's fast CPU path)
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,12 +41,24 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in cpu_flags() for flag in _BF16_FLAGS)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_int8() -> bool:
+    """True when int8 x int8 matmuls run in hardware dot products (AVX512-VNNI or AMX-INT8), which torchao's
+    dynamic int8 path (``torch._int_mm``) needs to be faster than fp32 on the CPU."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
+    if any(probe is not None and probe() for probe in probes):
+        return True
+    return any(flag in cpu_flags() for flag in _INT8_FLAGS)
+
+
 def describe_cpu() -> dict:
-    """A record for reports: ``{"capability", "native_bf16", "bf16_flags"}``."""
+    """A record for reports: ``{"capability", "native_bf16", "bf16_flags", "int8_flags"}`` (``int8_flags``: the
+    CPU's AVX512-VNNI / AMX-INT8 flags, which int8 x int8 matmul kernels need to be fast)."""
     return {
         "capability": cpu_capability(),
         "native_bf16": cpu_has_native_bf16(),
         "bf16_flags": sorted(flag for flag in _BF16_FLAGS if flag in cpu_flags()),
+        "int8_flags": sorted(flag for flag in _INT8_FLAGS if flag in cpu_flags()),
     }
 
 

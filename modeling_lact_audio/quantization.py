@@ -27,9 +27,14 @@ What is never quantised, and why (``eval/quantization_eval.py`` measures it):
 - norms, convolutions, embeddings (torchao's linear configs touch only ``nn.Linear``).
 
 On a CPU, torchao 0.18 runs ``int8_dynamic`` in eager mode through ``torch._int_mm``, which has a fast kernel
-only with AVX512-VNNI or AMX; on an AVX2-only CPU it is much slower than fp32 (measured in
-``eval/results/quantization``). ``exact_emulated_int_mm`` computes the same products bit for bit with float
-matmuls, so that accuracy can be evaluated quickly there; latency is always measured without it.
+only with AVX512-VNNI or AMX: on an AVX2-only CPU it is much slower than fp32 (14x on the Whisper recogniser,
+``eval/results/quantization_avx2``), with AVX512-VNNI faster (0.69x, ``eval/results/quantization``).
+``exact_emulated_int_mm`` computes the same products bit for bit with float matmuls, so that accuracy can be
+evaluated quickly there; latency is always measured without it.
+
+``"auto"`` picks the mode that is faster than fp32 where the model is (``recommended_int8_mode``):
+``"int8_dynamic"`` on CUDA and on CPUs with AVX512-VNNI or AMX, ``"int8_dynamic_fbgemm"`` on other CPUs; asking
+for ``"int8_dynamic"`` on a CPU without them warns.
 
 A quantised model saves as safetensors through transformers' torchao quantizer (``save_quantized``: the
 tensor subclasses flattened into plain tensors, ``quantization_config`` in ``config.json``) and loads with
@@ -43,6 +48,7 @@ for bf16 (``cpu_features``); fp16 never on a CPU.
 import contextlib
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +61,7 @@ from torch import nn
 from transformers import AutoConfig, TorchAoConfig
 
 from . import mixer_lact_audio
-from .cpu_features import cpu_capability, cpu_has_native_bf16
+from .cpu_features import cpu_capability, cpu_has_fast_int8, cpu_has_native_bf16
 from .int8_linear import ROW_BLOCK, SORT_ROWS, Int8DynamicLinear
 from .lact_ops import FastWeightState
 from .mixer_lact_audio import LaCTAudioMixer
@@ -73,6 +79,7 @@ TORCHAO_MODES = ("int8_dynamic", "int8_weight_only")
 FBGEMM_MODE = "int8_dynamic_fbgemm"
 FBGEMM_QUANT_METHOD = INT8_FBGEMM_QUANT_METHOD
 MODES = (*TORCHAO_MODES, FBGEMM_MODE)
+AUTO_MODE = "auto"  # quantize_model: the INT8 mode recommended_int8_mode gives for the model's device
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FAST_WEIGHT_LAYERS = ("lr_proj", "momentum_proj")
 FAST_WEIGHTS = ("w0", "w1", "w2")
@@ -84,8 +91,21 @@ _MODEL_CLASSES = {cls.__name__: cls for cls in (LaCTAudioForCTC, LaCTAudioForCau
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(
-            f"unknown quantisation mode {mode!r}: choose one of {MODES} (bf16/fp16 inference: to_half_precision)"
+            f"unknown quantisation mode {mode!r}: choose one of {MODES} or {AUTO_MODE!r} "
+            "(bf16/fp16 inference: to_half_precision)"
         )
+
+
+def recommended_int8_mode(device="cpu") -> str:
+    """The dynamic INT8 mode that runs faster than fp32 on ``device`` (a ``torch.device`` or its string).
+
+    Returns ``"int8_dynamic"`` (torchao: int8 x int8 products) on CUDA and on CPUs with AVX512-VNNI or AMX-INT8,
+    and ``"int8_dynamic_fbgemm"`` on other CPUs, where ``torch._int_mm`` has no fast kernel (measured 14x
+    slower than fp32 on an AVX2 CPU) and FBGEMM's AVX2 kernel does the products.
+    """
+    if torch.device(device).type == "cpu" and not cpu_has_fast_int8():
+        return FBGEMM_MODE
+    return "int8_dynamic"
 
 
 def _skipped(fqn: str, skip) -> bool:
@@ -135,7 +155,8 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
 
     Args:
         model: an fp32 lact-audio model (``LaCTAudioForCTC``, ``LaCTAudioForCausalLM``) on the CPU or a GPU.
-        mode: ``"int8_dynamic"`` or ``"int8_weight_only"`` (see the module docstring).
+        mode: one of ``MODES`` (see the module docstring) or ``"auto"`` (``recommended_int8_mode`` for the
+            device of the model's linear layers). ``"int8_dynamic"`` on a CPU without AVX512-VNNI/AMX warns.
         skip: module names (or dotted paths, e.g. ``"model.frontend.encoder"``) whose linear layers stay fp32;
             by default the layers that set the fast-weight update (``FAST_WEIGHT_LAYERS``).
 
@@ -150,7 +171,8 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
             device or on a device other than the CPU and CUDA (``"int8_dynamic_fbgemm"``: the CPU only), or one
             with no linear layer to quantise.
     """
-    _check_mode(mode)
+    if mode != AUTO_MODE:
+        _check_mode(mode)
     if quantization_mode(model) is not None or getattr(model, "hf_quantizer", None) is not None:
         raise ValueError(f"the model is already quantised ({quantization_mode(model)}): quantise an fp32 model")
     names = quantizable_linears(model, skip)
@@ -167,6 +189,15 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
         raise ValueError(
             f"quantise an fp32 model (its linear weights are {sorted(map(str, dtypes))}); int8 replaces "
             "half precision, it does not stack on it"
+        )
+    if mode == AUTO_MODE:
+        mode = recommended_int8_mode("cuda" if "cuda" in devices else "cpu")
+    elif mode == "int8_dynamic" and "cpu" in devices and not cpu_has_fast_int8():
+        warnings.warn(
+            f"int8_dynamic on a CPU without AVX512-VNNI or AMX (capability {cpu_capability()}): torchao's int8 "
+            f"products have no fast kernel here and run many times slower than fp32; use {FBGEMM_MODE!r} (or "
+            f"{AUTO_MODE!r}) for speed on this CPU",
+            stacklevel=2,
         )
     if mode == FBGEMM_MODE:
         return _quantize_fbgemm(model, names, devices, skip)

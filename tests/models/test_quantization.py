@@ -9,6 +9,7 @@ import copy
 import io
 import json
 import runpy
+import warnings
 from pathlib import Path
 
 import datasets
@@ -173,6 +174,21 @@ def test_bad_modes_models_and_folders_raise(tmp_path):
     assert "never used here" in Q.half_precision_skip_reason("fp16", "cpu")
     with pytest.raises(RuntimeError, match="fp16 inference not run"):
         Q.to_half_precision(_ctc(), "fp16")
+
+
+@pytest.mark.parametrize("fast_int8", [True, False])
+def test_auto_mode_picks_the_kernel_this_cpu_runs_fast_and_int8_dynamic_warns_where_it_is_slow(fast_int8, monkeypatch):
+    monkeypatch.setattr(Q, "cpu_has_fast_int8", lambda: fast_int8)
+    expected = "int8_dynamic" if fast_int8 else Q.FBGEMM_MODE
+    assert Q.recommended_int8_mode("cpu") == expected
+    assert Q.recommended_int8_mode("cuda") == "int8_dynamic"
+    assert Q.quantization_mode(Q.quantize_model(_ctc(), "auto")) == expected
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Q.quantize_model(_ctc(), "int8_dynamic")
+    slow = [w for w in caught if "without AVX512-VNNI or AMX" in str(w.message)]
+    assert len(slow) == (0 if fast_int8 else 1)
+    assert not slow or "int8_dynamic_fbgemm" in str(slow[0].message)
 
 
 def test_fbgemm_folders_that_cannot_load_say_why(tmp_path, monkeypatch, inputs):
