@@ -83,14 +83,22 @@ def quantisation_runs(results: Path) -> list[tuple[str, dict]]:
     return runs
 
 
+def cpu_kind(quant: dict) -> str:
+    """The CPU a run measured on, as the kernels see it: PyTorch's capability (``AVX2``, ``AVX512``) plus
+    ``+VNNI`` where the CPU has AVX512-VNNI or AMX (torchao's int8 x int8 kernel needs one of them)."""
+    features = quant["machine"]["cpu_features"]
+    return features["capability"] + ("+VNNI" if features.get("int8_flags") else "")
+
+
 def largest_sample_bars(runs: list[tuple[str, dict]]) -> list[dict]:
-    """``int8_bars`` of every run, keeping per model and mode the run with the most rows per split (ties: the
-    earlier run); each row also names its ``run`` and ``rows_per_split``."""
+    """``int8_bars`` of every run, keeping per CPU kind (``cpu_kind``: latency depends on it), model and mode
+    the run with the most rows per split (ties: the earlier run); each row also names its ``run``,
+    ``rows_per_split`` and ``cpu``."""
     chosen = {}
     for name, quant in runs:
         for row in int8_bars(quant):
-            row = {**row, "run": name, "rows_per_split": quant["rows_per_split"]}
-            key = (row["model"], row["mode"])
+            row = {**row, "run": name, "rows_per_split": quant["rows_per_split"], "cpu": cpu_kind(quant)}
+            key = (row["cpu"], row["model"], row["mode"])
             if key not in chosen or row["rows_per_split"] > chosen[key]["rows_per_split"]:
                 chosen[key] = row
     return list(chosen.values())
@@ -140,14 +148,15 @@ def report(results: Path) -> str:
     else:
         machine = "; ".join(
             f"`{name}/` ({quant['rows_per_split']} utterances per split): {quant['machine']['cpu']} "
-            f"({quant['machine']['cpu_features']['capability']}), {quant['threads']} thread(s), "
+            f"({cpu_kind(quant)}), {quant['threads']} thread(s), "
             f"torchao {quant['torchao']}"
             for name, quant in runs
         )
         rows = largest_sample_bars(runs)
+        kinds = list(dict.fromkeys(row["cpu"] for row in rows))
         for row in rows:
             low, high = row["worst_interval"][1:]
-            name = f"{row['model']} {row['mode']}"
+            name = f"{row['model']} {row['mode']}" + (f" ({row['cpu']})" if len(kinds) > 1 else "")
             lines += [
                 f"| {name}: WER within 1 point of fp32 on every split | largest change "
                 f"{row['worst_interval'][0]:+.2f} pts at {row['worst_at']} [95% CI {low:+.2f}, {high:+.2f}], "
@@ -156,18 +165,21 @@ def report(results: Path) -> str:
                 f"| {name}: lower CPU latency | offline {row['latency_ratio']:.2f}x fp32's time | "
                 f"{_yes(row['latency_pass'])} |",
             ]
-        met = modes_meeting_every_bar(rows)
-        lines.append(
-            f"| one INT8 mode meets all three bars on every model | {', '.join(met) or 'no mode does'} "
-            f"| {_yes(bool(met))} |"
-        )
+        for kind in kinds:
+            met = modes_meeting_every_bar([row for row in rows if row["cpu"] == kind])
+            on = f" on {kind} CPUs" if len(kinds) > 1 else ""
+            lines.append(
+                f"| one INT8 mode meets all three bars on every model{on} | {', '.join(met) or 'no mode does'} "
+                f"| {_yes(bool(met))} |"
+            )
     lines.append("")
     if machine:
         lines += [
-            f"Quantisation measured on: {machine}. On a CPU without AVX512-VNNI or AMX, torchao's int8 x int8 "
-            "products (`torch._int_mm`) have no fast kernel, so `int8_dynamic` is slower than fp32 there; weight-only "
-            "int8 dequantises in the call and computes in fp32; `int8_dynamic_fbgemm` runs PyTorch's FBGEMM int8 "
-            "kernel, which uses AVX2.",
+            f"Quantisation measured on: {machine}. Latency depends on the CPU, so each CPU kind (PyTorch's capability, "
+            "+VNNI where the CPU has AVX512-VNNI or AMX-INT8) is judged on its own runs. Without VNNI or AMX, "
+            "torchao's int8 x int8 products (`torch._int_mm`) have no fast kernel, so `int8_dynamic` is slower than "
+            "fp32 there; weight-only int8 dequantises in the call and computes in fp32; `int8_dynamic_fbgemm` runs "
+            "PyTorch's FBGEMM int8 kernel, which uses AVX2.",
             "",
         ]
     if half is not None:

@@ -45,13 +45,13 @@ def test_a_mode_meets_the_bars_only_when_it_passes_on_every_model():
     assert R.modes_meeting_every_bar(rows[:1]) == []
 
 
-def _quant_run(rows: int, wer_change: float, latency_s: float) -> dict:
+def _quant_run(rows: int, wer_change: float, latency_s: float, capability="AVX2", int8_flags=()) -> dict:
     """A minimal ``quantization_eval`` results dict: one model, fp32 and one mode, one split, greedy."""
     return {
         "rows_per_split": rows,
         "threads": 1,
         "torchao": "0",
-        "machine": {"cpu": "cpu", "cpu_features": {"capability": "AVX2"}},
+        "machine": {"cpu": "cpu", "cpu_features": {"capability": capability, "int8_flags": list(int8_flags)}},
         "models": {
             "whisper": {
                 "decodings": ["greedy"],
@@ -93,3 +93,25 @@ def test_each_mode_is_judged_on_its_largest_sample(tmp_path):
     text = R.report(tmp_path)
     assert "300 utterances per split (`quantization_fbgemm_300_rows/`)" in text
     assert "one INT8 mode meets all three bars on every model | int8_dynamic_fbgemm | yes" in text
+
+
+def test_each_cpu_kind_is_judged_on_its_own_runs(tmp_path):
+    import json
+
+    runs = {
+        "quantization": _quant_run(100, 0.005, 0.8, "AVX512", ["avx512_vnni"]),
+        "quantization_avx2": _quant_run(100, 0.005, 1.02),
+        "quantization_avx2_300_rows": _quant_run(300, 0.004, 1.01),
+    }
+    for name, run in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(run))
+    rows = R.largest_sample_bars(R.quantisation_runs(tmp_path))
+    by_cpu = {row["cpu"]: row for row in rows}
+    assert sorted(by_cpu) == ["AVX2", "AVX512+VNNI"]
+    assert by_cpu["AVX512+VNNI"]["latency_pass"] and by_cpu["AVX512+VNNI"]["run"] == "quantization"
+    assert not by_cpu["AVX2"]["latency_pass"] and by_cpu["AVX2"]["run"] == "quantization_avx2_300_rows"
+    text = R.report(tmp_path)
+    assert "every model on AVX512+VNNI CPUs | int8_dynamic_fbgemm | yes" in text
+    assert "every model on AVX2 CPUs | no mode does | **no**" in text
+    assert "(AVX512+VNNI), 1 thread(s)" in text
