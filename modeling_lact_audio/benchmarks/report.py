@@ -382,17 +382,17 @@ def write_report(results, out_dir: Path, stem: str) -> Path:
 
 def render_companions(out_dir: Path) -> str:
     """Sections from the op's side-by-side runs saved next to the suite's JSON, when they are there:
-    ``lact_op_compare.json`` (``eval/bench_lact_op.py --compare``: ours against the official LaCT loop) and
-    ``lact_op_compile_cpu.json`` (``benchmarks.compile_cpu``: eager against ``torch.compile``)."""
+    ``lact_op_compare*.json`` (``eval/bench_lact_op.py --compare``: ours against the official LaCT loop, one
+    section per run, e.g. one per CPU kind) and ``lact_op_compile_cpu.json`` (``benchmarks.compile_cpu``: eager
+    against ``torch.compile``)."""
     import json
 
     from .op_compare import markdown as compare_markdown
 
     lines = []
-    compare = Path(out_dir) / "lact_op_compare.json"
-    if compare.is_file():
+    for compare in sorted(Path(out_dir).glob("lact_op_compare*.json")):
         table = compare_markdown(json.loads(compare.read_text())).splitlines()
-        lines += ["", "## The op against the official LaCT loop (`lact_op_compare.json`)", "", *table[2:]]
+        lines += ["", f"## The op against the official LaCT loop (`{compare.name}`)", "", *table[2:]]
     compiled = Path(out_dir) / "lact_op_compile_cpu.json"
     if compiled.is_file():
         record = json.loads(compiled.read_text())

@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "eval" / "results" / "efficiency"
 MiB = 1024**2
 
+# What ``suite.bf16_skip_reason`` says on an AVX2 CPU (a literal, so the report tests do not depend on this CPU).
+_AVX2_BF16_SKIP = (
+    "CPU capability AVX2 without avx512_bf16/amx_bf16: PyTorch emulates bf16 here, orders of magnitude slower "
+    "than fp32, so bf16 rows are not run"
+)
+
 
 @pytest.mark.parametrize("exponent", [0.5, 1.0, 2.0])
 def test_fit_exponent_recovers_a_power_law(exponent):
@@ -160,7 +166,7 @@ def _synthetic_results(bf16_skipped):
         "op": {
             "sgemm_gflops": 100.0,
             "bf16_gemm_gflops": None if bf16_skipped else 400.0,
-            "bf16_skipped": suite.bf16_skip_reason("cpu") if bf16_skipped else None,
+            "bf16_skipped": _AVX2_BF16_SKIP if bf16_skipped else None,
             "records": op_records,
             "reference_vs_chunked": {
                 "T": 64,
@@ -234,6 +240,14 @@ def _synthetic_results(bf16_skipped):
     }
     results["bars"] = suite.evaluate_bars(results)
     return results
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_skip_reason_follows_the_cpu(native, monkeypatch):
+    monkeypatch.setattr(suite, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(suite, "cpu_capability", lambda: "AVX2")
+    assert suite.bf16_skip_reason("cuda") is None
+    assert suite.bf16_skip_reason("cpu") == (None if native else _AVX2_BF16_SKIP)
 
 
 @pytest.mark.parametrize("bf16_skipped", [True, False])
