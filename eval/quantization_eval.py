@@ -622,13 +622,14 @@ def render_report(results: dict) -> str:
         "",
         "## Half precision",
         "",
-        "| precision | run | reason |",
+        "| precision | native on this machine | note |",
         "|---|---|---|",
     ]
+    not_a_system = "native, but whole-model half-precision inference is not one of this run's systems (GPU: ../gpu/)"
     for precision, reason in results["half_precision"].items():
-        lines.append(f"| {precision} (CPU) | {'no' if reason else 'yes'} | {reason or ''} |")
+        lines.append(f"| {precision} (CPU) | {'no' if reason else 'yes'} | {reason or not_a_system} |")
     for precision, reason in results["half_precision_gpu"].items():
-        lines.append(f"| {precision} (GPU) | {'no' if reason else 'yes'} | {reason or ''} |")
+        lines.append(f"| {precision} (GPU) | {'no' if reason else 'yes'} | {reason or not_a_system} |")
     lines += [
         "",
         "`to_half_precision` (fast weights and the op fp32, the rest in bf16/fp16) is tested for its numerics on a "
