@@ -32,32 +32,34 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
+def _cpu_has(torch_probes: tuple, flags: tuple) -> bool:
+    """True when one of PyTorch's ``torch.cpu._is_*_supported`` probes (those this version has) or one of the
+    ``/proc/cpuinfo`` ``flags`` says so."""
+    probes = [getattr(torch.cpu, name, None) for name in torch_probes]
+    return any(probe is not None and probe() for probe in probes) or any(flag in cpu_flags() for flag in flags)
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when bf16 matmuls run in hardware (AVX512-BF16 or AMX-BF16), False when they are emulated."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if any(probe is not None and probe() for probe in probes):
-        return True
-    return any(flag in cpu_flags() for flag in _BF16_FLAGS)
+    return _cpu_has(("_is_avx512_bf16_supported", "_is_amx_tile_supported"), _BF16_FLAGS)
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_fast_int8() -> bool:
     """True when int8 x int8 matmuls run in hardware dot products (AVX512-VNNI or AMX-INT8), which torchao's
     dynamic int8 path (``torch._int_mm``) needs to be faster than fp32 on the CPU."""
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
-    if any(probe is not None and probe() for probe in probes):
-        return True
-    return any(flag in cpu_flags() for flag in _INT8_FLAGS)
+    return _cpu_has(("_is_vnni_supported", "_is_amx_tile_supported"), _INT8_FLAGS)
 
 
 def describe_cpu() -> dict:
-    """A record for reports: ``{"capability", "native_bf16", "bf16_flags", "int8_flags"}`` (``int8_flags``: the
-    CPU's AVX512-VNNI / AMX-INT8 flags, which int8 x int8 matmul kernels need to be fast)."""
+    """A record for reports: ``{"capability", "native_bf16", "bf16_flags", "fast_int8", "int8_flags"}``
+    (``fast_int8``: ``cpu_has_fast_int8``; ``int8_flags``: the CPU's AVX512-VNNI / AMX-INT8 flags)."""
     return {
         "capability": cpu_capability(),
         "native_bf16": cpu_has_native_bf16(),
         "bf16_flags": sorted(flag for flag in _BF16_FLAGS if flag in cpu_flags()),
+        "fast_int8": cpu_has_fast_int8(),
         "int8_flags": sorted(flag for flag in _INT8_FLAGS if flag in cpu_flags()),
     }
 

@@ -88,11 +88,11 @@ STATE_FORMATS = ("fp32", "bf16", "fp16", "int8")
 _MODEL_CLASSES = {cls.__name__: cls for cls in (LaCTAudioForCTC, LaCTAudioForCausalLM)}
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
+def _check_mode(mode: str, allow_auto: bool = False) -> None:
+    choices = (*MODES, AUTO_MODE) if allow_auto else MODES
+    if mode not in choices:
         raise ValueError(
-            f"unknown quantisation mode {mode!r}: choose one of {MODES} or {AUTO_MODE!r} "
-            "(bf16/fp16 inference: to_half_precision)"
+            f"unknown quantisation mode {mode!r}: choose one of {choices} (bf16/fp16 inference: to_half_precision)"
         )
 
 
@@ -171,8 +171,7 @@ def quantize_model(model: LaCTAudioPreTrainedModel, mode: str = "int8_dynamic", 
             device or on a device other than the CPU and CUDA (``"int8_dynamic_fbgemm"``: the CPU only), or one
             with no linear layer to quantise.
     """
-    if mode != AUTO_MODE:
-        _check_mode(mode)
+    _check_mode(mode, allow_auto=True)
     if quantization_mode(model) is not None or getattr(model, "hf_quantizer", None) is not None:
         raise ValueError(f"the model is already quantised ({quantization_mode(model)}): quantise an fp32 model")
     names = quantizable_linears(model, skip)

@@ -87,7 +87,8 @@ def cpu_kind(quant: dict) -> str:
     """The CPU a run measured on, as the kernels see it: PyTorch's capability (``AVX2``, ``AVX512``) plus
     ``+VNNI`` where the CPU has AVX512-VNNI or AMX (torchao's int8 x int8 kernel needs one of them)."""
     features = quant["machine"]["cpu_features"]
-    return features["capability"] + ("+VNNI" if features.get("int8_flags") else "")
+    fast_int8 = features.get("fast_int8", bool(features.get("int8_flags")))  # runs before fast_int8: the flags
+    return features["capability"] + ("+VNNI" if fast_int8 else "")
 
 
 def largest_sample_bars(runs: list[tuple[str, dict]]) -> list[dict]:

@@ -165,6 +165,8 @@ def test_bad_modes_models_and_folders_raise(tmp_path):
         Q.load_quantized(tmp_path / "plain")
     with pytest.raises(ValueError, match="not a torchao mode"):
         Q.torchao_config(Q.FBGEMM_MODE)
+    with pytest.raises(ValueError, match="unknown quantisation mode 'auto'"):
+        Q.torchao_config("auto")  # "auto" is resolved by quantize_model, not a config of its own
     with pytest.raises(FileNotFoundError, match="no config.json"):
         Q.load_quantized(tmp_path / "missing")
     with pytest.raises(ValueError, match="half precision applies to an fp32 model"):

@@ -115,3 +115,12 @@ def test_each_cpu_kind_is_judged_on_its_own_runs(tmp_path):
     assert "every model on AVX512+VNNI CPUs | int8_dynamic_fbgemm | yes" in text
     assert "every model on AVX2 CPUs | no mode does | **no**" in text
     assert "(AVX512+VNNI), 1 thread(s)" in text
+
+
+def test_cpu_kind_prefers_the_recorded_probe_to_the_flags():
+    run = _quant_run(100, 0.0, 1.0, "AVX512")
+    assert R.cpu_kind(run) == "AVX512"  # recorded before fast_int8 existed, no flags
+    run["machine"]["cpu_features"]["int8_flags"] = ["avx512_vnni"]
+    assert R.cpu_kind(run) == "AVX512+VNNI"
+    run["machine"]["cpu_features"]["fast_int8"] = False  # PyTorch's probe said no
+    assert R.cpu_kind(run) == "AVX512"
