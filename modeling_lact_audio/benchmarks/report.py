@@ -383,8 +383,8 @@ def write_report(results, out_dir: Path, stem: str) -> Path:
 def render_companions(out_dir: Path) -> str:
     """Sections from the op's side-by-side runs saved next to the suite's JSON, when they are there:
     ``lact_op_compare*.json`` (``eval/bench_lact_op.py --compare``: ours against the official LaCT loop, one
-    section per run, e.g. one per CPU kind) and ``lact_op_compile_cpu.json`` (``benchmarks.compile_cpu``: eager
-    against ``torch.compile``)."""
+    section per run, e.g. one per CPU kind) and ``lact_op_compile_cpu*.json`` (``benchmarks.compile_cpu``: eager
+    against ``torch.compile``, one section per run)."""
     import json
 
     from .op_compare import markdown as compare_markdown
@@ -393,13 +393,12 @@ def render_companions(out_dir: Path) -> str:
     for compare in sorted(Path(out_dir).glob("lact_op_compare*.json")):
         table = compare_markdown(json.loads(compare.read_text())).splitlines()
         lines += ["", f"## The op against the official LaCT loop (`{compare.name}`)", "", *table[2:]]
-    compiled = Path(out_dir) / "lact_op_compile_cpu.json"
-    if compiled.is_file():
+    for compiled in sorted(Path(out_dir).glob("lact_op_compile_cpu*.json")):
         record = json.loads(compiled.read_text())
         m = record["machine"]
         lines += [
             "",
-            "## `torch.compile` of the op on the CPU (`lact_op_compile_cpu.json`)",
+            f"## `torch.compile` of the op on the CPU (`{compiled.name}`)",
             "",
             f"CPU: {m['cpu']} ({_cpu_features(m).removeprefix('- ')}), {record['threads']} thread(s); "
             "forward without autograd, Muon on, "

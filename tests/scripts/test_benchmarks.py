@@ -282,7 +282,14 @@ def test_committed_report_renders_from_its_json():
     }
     # the op's side-by-side runs saved beside it (the official loop, torch.compile) follow the suite's sections
     assert render(results, plots) + render_companions(COMMITTED) == (COMMITTED / "REPORT.md").read_text()
-    assert "## The op against the official LaCT loop" in render_companions(COMMITTED)
+    companions = render_companions(COMMITTED)
+    assert "## The op against the official LaCT loop" in companions
+    # one section per saved run of each kind (several CPU kinds)
+    for path in [*COMMITTED.glob("lact_op_compare*.json"), *COMMITTED.glob("lact_op_compile_cpu*.json")]:
+        assert f"(`{path.name}`)" in companions
+    assert companions.count("## `torch.compile` of the op on the CPU") == len(
+        list(COMMITTED.glob("lact_op_compile_cpu*.json"))
+    )
 
 
 def test_report_script_regenerates_next_to_the_json(tmp_path):
