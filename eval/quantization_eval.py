@@ -1,9 +1,10 @@
-"""Quantised inference on the CPU: INT8 (torchao) against fp32 for the CTC recognisers and a generator.
+"""Quantised inference on the CPU: INT8 (torchao, FBGEMM) and bf16 against fp32 for the CTC recognisers and a generator.
 
     python eval/quantization_eval.py [--rows 100] [--model whisper=model_cards/checkpoints/lact_whisper_ctc ...]
 
-For every model and mode (fp32, ``int8_dynamic``, ``int8_weight_only``, ``int8_dynamic_fbgemm``; bf16/fp16
-recorded with the reason they are not run on this machine):
+For every model and mode (fp32, ``int8_dynamic``, ``int8_weight_only``, ``int8_dynamic_fbgemm``, and ``bf16`` where
+the CPU has native bf16 (``to_half_precision``: fast weights fp32, the rest bf16); fp16, and bf16 on a CPU without it,
+recorded with the reason they are not run):
 
 - accuracy on every test split (the same fixed random ``--rows`` per split as the other evaluations): WER/CER
   greedy (and with the folder's word LM), the change against fp32 with a paired 95% bootstrap interval over
@@ -58,10 +59,12 @@ from modeling_lact_audio.quantization import (
     quantize_model,
     rounded_fast_weights,
     save_quantized,
+    to_half_precision,
 )
 from modeling_lact_audio.recogniser.evaluation import paired_bootstrap_pvalue, score_split
 from modeling_lact_audio.recogniser.training import greedy_texts
 
+HALF_MODES = ("bf16",)  # whole-model half precision run as a system where the CPU has it natively (never fp16)
 SPLITS = ["test_seen", "test_unseen_speakers", "test_noise", "test_domain", "test_real"]
 DEFAULT_MODELS = ["whisper=model_cards/checkpoints/lact_whisper_ctc", "small=model_cards/checkpoints/lact_small_ctc"]
 # Fast-weight storage experiment: (state format, op inputs rounded too); fp32 chunked is the simulation's check.
@@ -86,9 +89,10 @@ def parse_args(argv=None):
     parser.add_argument(
         "--modes",
         nargs="+",
-        choices=MODES,
-        default=list(MODES),
-        help="INT8 modes compared with fp32 (default: all; e.g. only int8_dynamic_fbgemm for a larger sample)",
+        choices=(*MODES, *HALF_MODES),
+        default=None,
+        help="modes compared with fp32 (default: every INT8 mode, and bf16 where this CPU has native bf16; e.g. "
+        "only int8_dynamic_fbgemm for a larger sample)",
     )
     parser.add_argument("--no-lm", action="store_true", help="greedy only, even where the folder ships a word LM")
     parser.add_argument("--latency-rows", type=int, default=6, help="test_seen utterances timed one at a time")
@@ -107,7 +111,13 @@ def parse_args(argv=None):
         action="store_true",
         help="re-measure only latency and memory of the models in --output/results.json (e.g. on a quiet machine)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    native = [m for m in HALF_MODES if half_precision_skip_reason(m, "cpu") is None]
+    if args.modes is None:
+        args.modes = [*MODES, *native]
+    for mode in set(args.modes) - set(MODES) - set(native):
+        parser.error(f"--modes {mode}: {half_precision_skip_reason(mode, 'cpu')}")
+    return args
 
 
 # ---- data and transcription ----
@@ -198,14 +208,36 @@ def first_input(processor, audio):
     return dict(processor(audio=[audio], sampling_rate=SAMPLING_RATE, return_tensors="pt", **extra))
 
 
+def as_model_inputs(inputs: dict, model) -> dict:
+    """``inputs`` with floating tensors cast to the model's dtype (bf16 features for a bf16 model), as the ASR
+    pipeline and the Transcriber do."""
+    return {k: v.to(model.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
 @torch.inference_mode()
 def logits_of(model, inputs, emulate: bool = False):
     with exact_emulated_int_mm() if emulate else torch.inference_mode():
-        return model(**inputs).logits
+        return model(**as_model_inputs(inputs, model)).logits.float()
+
+
+def build_system(fp32, mode: str, out_dir: Path, processor):
+    """``(in-memory model, reloaded model)`` of one mode: an INT8 mode through ``quantize_model`` /
+    ``save_quantized`` / ``load_quantized``; bf16 through ``to_half_precision`` / ``save_pretrained`` /
+    ``from_pretrained`` (the model class keeps the fast weights fp32 on load)."""
+    from transformers import AutoModelForCTC
+
+    if mode in HALF_MODES:
+        half = to_half_precision(copy.deepcopy(fp32), mode)
+        half.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+        return half, AutoModelForCTC.from_pretrained(out_dir).eval()
+    quantised = quantize_model(copy.deepcopy(fp32), mode)
+    return quantised, load_quantized(save_quantized(quantised, out_dir, processor))
 
 
 def build_systems(name: str, folder: str, probe: np.ndarray, workdir: Path, modes=MODES) -> tuple[dict, dict]:
-    """fp32 and every INT8 mode of one model: quantised, saved, reloaded (the reloaded model is evaluated).
+    """fp32 and every mode of one model: quantised (or cast to bf16), saved, reloaded (the reloaded model is
+    evaluated).
 
     Returns ``(models, record)``: ``models[mode]``; ``record`` with sizes, layer counts, fast-weight dtypes and
     the checks (reload gives identical logits; the int8 emulation is bit-identical; the pipeline runs).
@@ -229,9 +261,8 @@ def build_systems(name: str, folder: str, probe: np.ndarray, workdir: Path, mode
     inputs = first_input(processor, probe)
     models = {"fp32": fp32}
     for mode in modes:
-        quantised = quantize_model(copy.deepcopy(fp32), mode)
-        out_dir = save_quantized(quantised, workdir / f"{name}_{mode}", processor)
-        loaded = load_quantized(out_dir)
+        out_dir = workdir / f"{name}_{mode}"
+        quantised, loaded = build_system(fp32, mode, out_dir, processor)
         reference = logits_of(quantised, inputs)
         entry = {
             "file_bytes": file_bytes(out_dir),
@@ -292,28 +323,30 @@ def measure_speed(models: dict, processor, audio: list) -> dict:
     against the offline call's.
     """
     seconds = sum(len(a) for a in audio) / SAMPLING_RATE
-    inputs = [first_input(processor, a) for a in audio]
+    features = [first_input(processor, a) for a in audio]
+    inputs = {mode: [as_model_inputs(x, model) for x in features] for mode, model in models.items()}
     piece = stream_piece(models["fp32"])
     offline = {m: [] for m in models}
     streaming = {m: [] for m in models}
     stream_diff = {m: 0.0 for m in models}
     with torch.inference_mode():
-        for model in models.values():
-            model(**inputs[0])
-        for x in tqdm(inputs, desc="latency", leave=False):
+        for mode, model in models.items():
+            model(**inputs[mode][0])
+        for i in tqdm(range(len(features)), desc="latency", leave=False):
             for mode, model in models.items():
+                x = inputs[mode][i]
                 offline[mode].append(time_once(lambda m=model, x=x: m(**x)))
                 if piece is not None:
                     times, logits = streaming_pass(model, x["input_features"], piece)
                     streaming[mode] += times
                     full = model(**x).logits
                     stream_diff[mode] = max(stream_diff[mode], float((logits - full).abs().max()))
-    longest = inputs[int(np.argmax([len(a) for a in audio]))]
+    longest = int(np.argmax([len(a) for a in audio]))
     out = {}
     for mode, model in models.items():
         release_memory("cpu")
         with torch.inference_mode(), PeakMemory("cpu") as memory:
-            model(**longest)
+            model(**inputs[mode][longest])
         entry = {
             "offline": {**summarize(offline[mode]), "rtf": sum(offline[mode]) / seconds},
             "peak_rss_bytes": memory.peak_bytes,
@@ -459,7 +492,10 @@ def generator_study(corpus: str, steps: int, rows: int, samples: int, workdir: P
     tokenizer = LaCTAudioTokenizer.from_pretrained(run / "last" / "audio_tokenizer")
     audio = load_rows(corpus, "test_seen", rows)["audio"]
     codes = [tokenizer.encode(a, sampling_rate=SAMPLING_RATE)[0] for a in audio]  # [K, T'] each
-    models = {"fp32": fp32, **{m: quantize_model(copy.deepcopy(fp32), m) for m in modes}}
+    models = {"fp32": fp32}
+    for m in modes:
+        cast = to_half_precision if m in HALF_MODES else quantize_model
+        models[m] = cast(copy.deepcopy(fp32), m)
     out = {
         "preset": "tiny",
         "train_steps": steps,
@@ -522,7 +558,8 @@ def _excludes_zero(d) -> int:
 
 
 def results_modes(results: dict) -> list[str]:
-    """The INT8 modes a results file compares with fp32 (files written before ``--modes`` existed: all)."""
+    """The modes (INT8, and bf16 where it ran) a results file compares with fp32 (files written before
+    ``--modes`` existed: every INT8 mode)."""
     return list(results.get("modes", MODES))
 
 
@@ -613,8 +650,9 @@ def render_report(results: dict) -> str:
         "channel, activations quantised to 7 bits per block of 64 frames sorted by magnitude, FBGEMM's "
         "`quantized::linear_dynamic`, fast on AVX2). Every `nn.Linear` is quantised except "
         "`lr_proj`/`momentum_proj` (they set the fast-weight update); the fast weights, the LaCT op, norms, "
-        "convolutions and embeddings stay fp32. The evaluated models are the saved-and-reloaded quantised "
-        "folders (safetensors).",
+        "convolutions and embeddings stay fp32. `bf16` (run only on a CPU with native bf16) = `to_half_precision`: "
+        "every weight, activation and the attention in bf16 except the fast weights, whose state and updates "
+        "stay fp32. The evaluated models are the saved-and-reloaded folders (safetensors).",
         "",
         "## Summary (computed from the tables below)",
         "",
@@ -626,8 +664,10 @@ def render_report(results: dict) -> str:
         "|---|---|---|",
     ]
     not_a_system = "native, but whole-model half-precision inference is not one of this run's systems (GPU: ../gpu/)"
+    ran = "native: run as the system of that name in the tables below"
     for precision, reason in results["half_precision"].items():
-        lines.append(f"| {precision} (CPU) | {'no' if reason else 'yes'} | {reason or not_a_system} |")
+        note = reason or (ran if precision in results_modes(results) else not_a_system)
+        lines.append(f"| {precision} (CPU) | {'no' if reason else 'yes'} | {note} |")
     for precision, reason in results["half_precision_gpu"].items():
         lines.append(f"| {precision} (GPU) | {'no' if reason else 'yes'} | {reason or not_a_system} |")
     lines += [

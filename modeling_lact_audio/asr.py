@@ -217,7 +217,13 @@ class Transcriber:
     def transcribe_batch(self, batch: dict) -> list[str]:
         """Transcripts of one collated batch: ``input_features`` / ``input_values`` ``[B, ...]`` and, for
         CTC models, ``attention_mask``; ``labels``, if present, are ignored."""
-        batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+        # Features go to the model's device and, as in transformers' ASR pipeline, its floating dtype (a model
+        # cast to bf16 by quantization.to_half_precision takes bf16 features).
+        batch = {
+            k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device)
+            for k, v in batch.items()
+            if k != "labels"
+        }
         tokenizer = self.processor.tokenizer
         if self.kind == "ctc":
             logits = self.model(**batch).logits  # [B, T', V]

@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..quantization import HALF_PRECISIONS, MODES
 from .gpu_report import inference_table
 
 RESULTS = Path(__file__).resolve().parents[2] / "eval" / "results"
@@ -41,12 +42,13 @@ def memory_bar(cpu: list | None, gpu: list | None) -> dict:
     }
 
 
-def int8_bars(quant: dict) -> list[dict]:
-    """Per model and INT8 mode: the largest |WER change| (points, greedy and with the LM, every split), the file
-    size ratio and the offline latency ratio to fp32, each with its pass/fail."""
+def int8_bars(quant: dict, modes=MODES) -> list[dict]:
+    """Per model and mode of ``modes`` (default: the INT8 modes) that the run measured: the largest |WER change|
+    (points, greedy and with the LM, every split), the file size ratio and the offline latency ratio to fp32,
+    each with its pass/fail."""
     rows = []
     for model, m in quant["models"].items():
-        for mode in [s for s in m["systems"] if s != "fp32"]:
+        for mode in [s for s in m["systems"] if s in modes]:
             changes = []
             for split, per in m["accuracy"].items():
                 for decoding in m["decodings"]:
@@ -110,6 +112,31 @@ def modes_meeting_every_bar(rows: list[dict]) -> list[str]:
     modes = dict.fromkeys(row["mode"] for row in rows)
     failed = {r["mode"] for r in rows if not (r["wer_pass"] and r["file_pass"] and r["latency_pass"])}
     return [mode for mode in modes if mode not in failed]
+
+
+def half_precision_cpu_lines(runs: list[tuple[str, dict]]) -> list[str]:
+    """A section on whole-model bf16 inference on the CPU (``eval/quantization_eval.py`` runs it where the CPU has
+    native bf16), from every run that has it; no lines when none has."""
+    rows = [(name, quant, row) for name, quant in runs for row in int8_bars(quant, tuple(HALF_PRECISIONS))]
+    if not rows:
+        return []
+    lines = [
+        "## Half precision on the CPU (`quantization*/results.json`)",
+        "",
+        "Measured where the CPU has native bf16 (`to_half_precision`: fast weights and their updates fp32, the rest "
+        "bf16). Not an INT8 bar; the same three measures for comparison.",
+        "",
+        "| run | CPU | model | mode | largest WER change [95% CI] | file | offline latency |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, quant, row in rows:
+        point, low, high = row["worst_interval"]
+        lines.append(
+            f"| `{name}/` ({quant['rows_per_split']} per split) | {quant['machine']['cpu']} ({cpu_kind(quant)}) | "
+            f"{row['model']} | {row['mode']} | {point:+.2f} pts at {row['worst_at']} [{low:+.2f}, {high:+.2f}] | "
+            f"{row['file_ratio']:.2f}x | {row['latency_ratio']:.2f}x |"
+        )
+    return [*lines, ""]
 
 
 def _yes(ok: bool) -> str:
@@ -183,6 +210,7 @@ def report(results: Path) -> str:
             "PyTorch's FBGEMM int8 kernel, which uses AVX2.",
             "",
         ]
+    lines += half_precision_cpu_lines(runs)
     if half is not None:
         lines += ["## Half precision on a GPU (`../gpu/inference_gpu.json`)", "", *inference_table(half), ""]
     return "\n".join(lines) + "\n"

@@ -322,6 +322,42 @@ def test_half_precision_keeps_the_fast_weights_fp32(precision, inputs):
     assert out.dtype == dtype and _relative_error(out.float(), _logits(fp32, inputs)) < 0.05
 
 
+def test_half_precision_folder_round_trip_keeps_the_fast_weights_fp32(inputs, tmp_path):
+    """A bf16 model saves and loads with its fast weights fp32 (``_keep_in_fp32_modules_strict``), and an fp32
+    folder loaded with ``dtype=torch.bfloat16`` is exactly ``to_half_precision`` of it."""
+    half = Q.to_half_precision(_ctc(), "bf16", allow_emulated=True)
+    half.save_pretrained(tmp_path / "bf16")
+    loaded = AutoModelForCTC.from_pretrained(tmp_path / "bf16").eval()
+    assert loaded.dtype == torch.bfloat16 and set(Q.fast_weight_dtypes(loaded).values()) == {torch.float32}
+    expected = half.state_dict()
+    assert all(t.dtype == expected[n].dtype and torch.equal(t, expected[n]) for n, t in loaded.state_dict().items())
+    _ctc().save_pretrained(tmp_path / "fp32")
+    cast = AutoModelForCTC.from_pretrained(tmp_path / "fp32", dtype=torch.bfloat16).eval()
+    assert set(Q.fast_weight_dtypes(cast).values()) == {torch.float32}
+    assert all(t.dtype == expected[n].dtype and torch.equal(t, expected[n]) for n, t in cast.state_dict().items())
+    # only the fast weights are kept: every other floating tensor is bf16
+    kept = {n for n, t in cast.state_dict().items() if t.is_floating_point() and t.dtype == torch.float32}
+    assert kept and all(n.rsplit(".", 1)[-1] in Q.FAST_WEIGHTS and ".mixer." in n for n in kept)
+
+
+def test_transcriber_feeds_a_bf16_model_bf16_features():
+    from modeling_lact_audio.asr import Transcriber
+
+    tokenizer = LaCTCTCTokenizer.from_texts(TEXTS)
+    processor = LaCTProcessor(LaCTFeatureExtractor(n_mels=8, sampling_rate=16000, hop_length=160), tokenizer)
+    torch.manual_seed(0)
+    model = LaCTAudioForCTC(LaCTAudioModelTester(num_mel_bins=8, vocab_size=len(tokenizer)).ctc_config()).eval()
+    half = Q.to_half_precision(model, "bf16", allow_emulated=True)
+    audio = [(0.1 * np.random.default_rng(i).standard_normal(16000 + 4000 * i)).astype(np.float32) for i in range(2)]
+    batch = dict(processor(audio=audio, sampling_rate=16000, return_tensors="pt"))
+    with torch.no_grad():
+        logits = half(input_features=batch["input_features"].bfloat16(), attention_mask=batch["attention_mask"]).logits
+    texts = Transcriber(half, processor)(audio)
+    lengths = half._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1))
+    ids = logits.argmax(-1)
+    assert texts == [processor.tokenizer.decode(ids[i, : lengths[i]]) for i in range(2)]
+
+
 @pytest.mark.parametrize("K", [384, 1536])
 def test_exact_emulated_int_mm_is_bit_identical(K):
     from torchao.kernel import intmm
@@ -424,7 +460,9 @@ def test_quantization_eval_script_on_a_tiny_corpus(tmp_path):
     assert tiny["systems"]["int8_weight_only"]["file_bytes"] < tiny["systems"]["fp32"]["file_bytes"]
     assert tiny["speed"]["fp32"]["streaming"]["max_abs_diff_vs_offline"] < 1e-4  # the stream equals one call
     assert set(tiny["fast_weights"]["carried"]["state"]) == {"bf16", "fp16", "int8"}
-    assert set(saved["generator"]["systems"]) == {"fp32", *Q.MODES}
+    native_bf16 = ["bf16"] if Q.half_precision_skip_reason("bf16", "cpu") is None else []
+    assert saved["modes"] == [*Q.MODES, *native_bf16]  # bf16 is a default system only where it is native
+    assert set(saved["generator"]["systems"]) == {"fp32", *Q.MODES, *native_bf16}
     assert saved["half_precision"]["fp16"] is not None
     report = (out / "REPORT.md").read_text()
     assert "## Fast weights: fp32 against lower-precision storage" in report and "## Generator" in report
@@ -452,3 +490,42 @@ def test_quantization_eval_script_on_a_tiny_corpus(tmp_path):
     assert set(one["generator"]["systems"]) == {"fp32", Q.FBGEMM_MODE}
     one_report = (tmp_path / "one" / "REPORT.md").read_text()
     assert "| tiny | int8_dynamic_fbgemm |" in one_report and "| tiny | int8_weight_only |" not in one_report
+
+
+def test_quantization_eval_bf16_system(tmp_path, monkeypatch):
+    """``--modes bf16`` runs the whole model in bf16 (fast weights fp32) as one more system; asked for on a CPU
+    without native bf16 it is refused with the reason. The CPU probe is patched so that both paths run on any CPU
+    (the tiny model's bf16 arithmetic is emulated where the CPU has none: numerics, not speed)."""
+    tokenizer = LaCTCTCTokenizer.from_texts(TEXTS)
+    processor = LaCTProcessor(LaCTFeatureExtractor(n_mels=8, sampling_rate=16000, hop_length=160), tokenizer)
+    model = LaCTAudioForCTC(LaCTAudioModelTester(num_mel_bins=8, vocab_size=len(tokenizer)).ctc_config())
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    rows = {
+        "audio": [_wav(1.0 + 0.3 * i, 200 + 90 * i) for i in range(3)],
+        "text": [TEXTS[i] for i in range(3)],
+        "uid": [f"u{i}" for i in range(3)],
+    }
+    split = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(decode=False))
+    datasets.DatasetDict({"test_seen": split}).save_to_disk(str(tmp_path / "corpus"))
+    args = ["--model", f"tiny={tmp_path / 'model'}", "--corpus", str(tmp_path / "corpus"), "--splits", "test_seen"]
+    args += ["--rows", "3", "--latency-rows", "1", "--fast-weight-rows", "2", "--no-generator", "--samples", "20"]
+
+    monkeypatch.setattr(Q, "half_precision_skip_reason", lambda precision, device: "no native bf16 here")
+    main = runpy.run_path(str(EVAL_SCRIPT), run_name="quantization_eval")["main"]
+    with pytest.raises(SystemExit):
+        main([*args, "--modes", "bf16", "--output", str(tmp_path / "refused")])
+    assert main([*args, "--modes", Q.FBGEMM_MODE, "--output", str(tmp_path / "int8")])["modes"] == [Q.FBGEMM_MODE]
+
+    monkeypatch.setattr(Q, "half_precision_skip_reason", lambda precision, device: None)
+    main = runpy.run_path(str(EVAL_SCRIPT), run_name="quantization_eval")["main"]
+    results = main([*args, "--modes", "bf16", "--output", str(tmp_path / "bf16")])
+    tiny = results["models"]["tiny"]
+    checks = tiny["systems"]["bf16"]
+    assert checks["reload_identical"] and checks["fast_weights_fp32"] and checks["pipeline_transcript_matches"]
+    assert checks["file_bytes"] < tiny["systems"]["fp32"]["file_bytes"]
+    assert set(tiny["accuracy"]["test_seen"]) == {"fp32", "bf16"}
+    assert len(tiny["accuracy"]["test_seen"]["bf16"]["greedy"]["wer_diff"]) == 3
+    assert tiny["speed"]["bf16"]["streaming"]["max_abs_diff_vs_offline"] < 0.1  # bf16 stream against bf16 offline
+    report = (tmp_path / "bf16" / "REPORT.md").read_text()
+    assert "| tiny | bf16 |" in report and "native: run as the system of that name" in report

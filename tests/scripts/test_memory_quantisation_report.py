@@ -124,3 +124,24 @@ def test_cpu_kind_prefers_the_recorded_probe_to_the_flags():
     assert R.cpu_kind(run) == "AVX512+VNNI"
     run["machine"]["cpu_features"]["fast_int8"] = False  # PyTorch's probe said no
     assert R.cpu_kind(run) == "AVX512"
+
+
+def test_bf16_is_reported_beside_the_int8_bars_never_as_one(tmp_path):
+    import json
+
+    run = _quant_run(300, 0.002, 0.9, "AVX512", ["avx512_vnni"])
+    whisper = run["models"]["whisper"]
+    whisper["systems"]["bf16"] = {"file_bytes": 52}
+    whisper["speed"]["bf16"] = {"offline": {"median_s": 0.6}}
+    whisper["accuracy"]["test_seen"]["bf16"] = {"greedy": {"wer_diff": [0.004, -0.001, 0.009]}}
+    (tmp_path / "quantization_bf16").mkdir()
+    (tmp_path / "quantization_bf16" / "results.json").write_text(json.dumps(run))
+    (int8,) = R.int8_bars(run)
+    assert int8["mode"] == "int8_dynamic_fbgemm"
+    (half,) = R.int8_bars(run, ("bf16",))
+    assert half["mode"] == "bf16" and abs(half["file_ratio"] - 0.52) < 1e-9 and abs(half["latency_ratio"] - 0.6) < 1e-9
+    text = R.report(tmp_path)
+    assert "meets all three bars on every model | int8_dynamic_fbgemm | yes" in text and "whisper bf16:" not in text
+    assert "## Half precision on the CPU" in text
+    assert "| whisper | bf16 | +0.40 pts at test_seen (greedy) [-0.10, +0.90] | 0.52x | 0.60x |" in text
+    assert "## Half precision on the CPU" not in R.report(tmp_path / "none")

@@ -83,6 +83,10 @@ class LaCTAudioPreTrainedModel(PreTrainedModel):
     # flash-attn's windowed kernel serves the causal and bidirectional patterns; block_causal uses SDPA.
     _supports_flash_attn = True
     _no_split_modules = ["LaCTAudioBlock"]
+    # The fast weights' initial values (w0, w1, w2 of every LaCT mixer) stay fp32 when a folder loads in bf16/fp16
+    # (``from_pretrained(..., dtype=torch.bfloat16)``): the op keeps its state and every update in their dtype.
+    # Patterns are regular expressions searched in the parameter names.
+    _keep_in_fp32_modules_strict = [r"mixer\.w[012]$"]
 
     def _init_weights(self, module):
         super()._init_weights(module)
