@@ -59,6 +59,12 @@ def parse_args(argv=None):
         help="supervised fine-tunes of the gradient protocol (none: SUTA and reset only)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        help="multiply every LaCT mixer's per-token rates (choose it on validation: tune_rate_scale.py)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the forwards")
     parser.add_argument("--lm", default=None, help="language_model folder: LM beam search instead of greedy")
     parser.add_argument("--output", default="eval/results/adaptation")
@@ -92,6 +98,7 @@ def main(argv=None) -> dict:
         finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr,
         seed=args.seed,
+        rate_scale=args.rate_scale,
     )
     return run_adaptation(
         list(PROTOCOLS) if args.protocol == "all" else [args.protocol],

@@ -17,7 +17,7 @@ from ..recogniser.evaluation import GROUP_COLUMNS, decode_with_lm, load_head, wr
 from ..recogniser.training import greedy_texts
 from .gradient_protocols import gradient_baselines
 from .protocols import conversation, evolution, k_context, presets, speaker_change
-from .reliance import branch_reliance
+from .reliance import branch_reliance, scaled_lact_rates
 from .statistics import score_protocol
 from .streams import build_conversations, build_streams, carries_state, speaker_change_pairs
 
@@ -58,7 +58,8 @@ class AdaptationSettings:
     change; ``adapt``: utterances a preset adapts on; ``labelled``: labelled utterances of a fine-tune;
     ``suta_steps``, ``suta_lr``, ``finetune_steps``, ``finetune_lr``, ``finetune_scopes``: the gradient
     baselines (``finetune_scopes=()`` runs SUTA alone, e.g. to tune ``suta_lr`` on a validation split);
-    ``seed``: every random choice.
+    ``seed``: every random choice; ``rate_scale``: every LaCT mixer's per-token rates multiplied by it during the
+    protocol (1.0: the trained rates; ``rate_tuning``).
     """
 
     ks: tuple = (0, 1, 2, 5, 10)
@@ -77,6 +78,7 @@ class AdaptationSettings:
     finetune_lr: float = 1e-4
     finetune_scopes: tuple = ("head", "full")
     seed: int = 0
+    rate_scale: float = 1.0
 
 
 def load_systems(heads: dict[str, str], lm_folder: str | None = None) -> dict[str, dict]:
@@ -91,8 +93,11 @@ def load_systems(heads: dict[str, str], lm_folder: str | None = None) -> dict[st
 
     systems = {}
     for name, folder in heads.items():
-        if not (Path(folder) / "head_info.json").exists():
-            raise FileNotFoundError(f"--head {name}={folder}: no head_info.json there (save_recogniser writes one)")
+        if not any((Path(folder) / f).exists() for f in ("head_info.json", "config.json")):
+            raise FileNotFoundError(
+                f"--head {name}={folder}: neither a trained head (head_info.json, save_recogniser) nor a shipped "
+                "recogniser folder (config.json, export_recogniser)"
+            )
         tokenizer = LaCTCTCTokenizer.from_pretrained(folder)
         head = load_head(folder)
         decoding = {"method": "greedy"}
@@ -121,8 +126,16 @@ def run_protocol(
     ``wall_seconds`` (runs and scoring) and, for ``evolution``, ``trace``.
 
     ``system`` is an entry of :func:`load_systems`; ``output`` the results folder (``presets`` writes its
-    presets under ``output/presets/<head>/<split>``).
+    presets under ``output/presets/<head>/<split>``). The head's LaCT rates are scaled by
+    ``settings.rate_scale`` while the protocol runs.
     """
+    with scaled_lact_rates(system["head"], settings.rate_scale):
+        return _run_protocol(protocol, system, data, split, settings, output)
+
+
+def _run_protocol(
+    protocol: str, system: dict, data: datasets.Dataset, split: str, settings: AdaptationSettings, output: Path
+) -> dict:
     head, s, start = system["head"], settings, time.perf_counter()
     common = dict(max_streams=s.max_streams, max_utterances=s.max_utterances, seed=s.seed)
     trace = None

@@ -6,6 +6,7 @@ utterances can change much. :func:`branch_reliance` transcribes the same utteran
 output scaled by each factor (1 = the trained model, the baseline; 0 = the branch removed).
 """
 
+import math
 from contextlib import contextmanager
 
 import datasets
@@ -29,6 +30,32 @@ def scaled_lact_branch(model, scale: float):
     finally:
         for m, s in zip(mixers, saved):
             m.lact_output_scale = s
+
+
+@contextmanager
+def scaled_lact_rates(model, scale: float):
+    """Within the block every ``LaCTAudioMixer`` of ``model`` multiplies its per-token fast-weight rates by
+    ``scale`` (>= 0; 0 freezes the fast weights at their initial values); restored afterwards, also on error.
+
+    With Muon (``muon_steps > 0``) any factor > 0 changes nothing: Newton-Schulz divides each chunk's update by
+    its norm before orthogonalising it, so only the rates' relative weights within a chunk count and the step's
+    size is fixed. Without Muon (or with Adam's rule) the factor scales the steps.
+
+    Raises:
+        ValueError: ``scale`` is negative or not finite.
+    """
+    scale = float(scale)
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"the rate scale must be a finite number >= 0, got {scale}")
+    mixers = [m for m in model.modules() if isinstance(m, LaCTAudioMixer)]
+    saved = [m.lact_rate_scale for m in mixers]
+    try:
+        for m in mixers:
+            m.lact_rate_scale = scale
+        yield model
+    finally:
+        for m, s in zip(mixers, saved):
+            m.lact_rate_scale = s
 
 
 def condition_name(scale: float) -> str:

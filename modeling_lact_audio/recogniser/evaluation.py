@@ -88,10 +88,26 @@ def paired_bootstrap_pvalue(errors_a, errors_b, totals, samples: int = 10000, se
 
 
 def load_head(folder: str):
-    """A head saved by :func:`modeling_lact_audio.recogniser.training.save_recogniser`, in eval mode."""
+    """A head saved by :func:`modeling_lact_audio.recogniser.training.save_recogniser`, or the head inside a
+    shipped recogniser folder (``export_recogniser``: a ``LaCTAudioForCTC`` on the Whisper encoder, read with
+    ``heads.head_from_recogniser``), in eval mode.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds neither a ``head_info.json`` nor a recogniser's ``config.json``.
+    """
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    if not (folder / "head_info.json").exists():
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"{folder}: neither a trained head (head_info.json, save_recogniser) nor a recogniser folder "
+                "(config.json, export_recogniser)"
+            )
+        from ..modeling_lact_audio import LaCTAudioForCTC
+        from .heads import head_from_recogniser
+
+        return head_from_recogniser(LaCTAudioForCTC.from_pretrained(folder))
     info = json.loads((folder / "head_info.json").read_text())
     if info["kind"] == "bilstm":
         head = BiLSTMCTCHead(info["input_size"], info["hidden_size"], info["vocab_size"], blank=info["blank"])

@@ -115,6 +115,34 @@ class CachedStatesCTC(nn.Module):
         return LaCTCTCOutput(loss=loss, logits=logits, output_lengths=lengths, past_key_values=out.past_key_values)
 
 
+# Fields of an assembled recogniser's config that belong to its Whisper front end, not to the head.
+_FRONTEND_FIELDS = ("frontend", "whisper_config", "whisper_trainable_layers", "architectures", "auto_map", "dtype")
+
+
+def head_from_recogniser(model: LaCTAudioForCTC) -> CachedStatesCTC:
+    """The head inside an assembled recogniser (``frontend="whisper_encoder"``, ``export.assemble_recogniser``):
+    a ``CachedStatesCTC`` with the model's projection, blocks, norm and CTC layer, which computes from the
+    encoder's cached states what ``model`` computes from audio. The inverse of ``assemble_recogniser``; the
+    adaptation protocols run a shipped recogniser folder this way. Returned in eval mode.
+
+    Raises:
+        ValueError: ``model`` has no Whisper-encoder front end.
+    """
+    if getattr(model.config, "frontend", None) != "whisper_encoder":
+        raise ValueError(
+            f"a recogniser with frontend='whisper_encoder' holds a head over encoder states; got frontend="
+            f"{getattr(model.config, 'frontend', None)!r}"
+        )
+    fields = {k: v for k, v in model.config.to_dict().items() if k not in _FRONTEND_FIELDS}
+    frontend = model.model.frontend
+    head = CachedStatesCTC(LaCTAudioConfig(**fields), frontend.projection.in_features)
+    head.projection.load_state_dict(frontend.projection.state_dict())
+    head.ctc.model.layers.load_state_dict(model.model.layers.state_dict())
+    head.ctc.model.norm.load_state_dict(model.model.norm.state_dict())
+    head.ctc.lm_head.load_state_dict(model.lm_head.state_dict())
+    return head.eval()
+
+
 def build_recogniser(kind: str, config: LaCTAudioConfig, d_model: int) -> nn.Module:
     """A head of ``kind`` (one of ``RECOGNISER_KINDS``) on ``d_model``-wide cached encoder states.
 

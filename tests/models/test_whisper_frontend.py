@@ -191,6 +191,29 @@ def test_assembled_model_on_audio_equals_the_head_on_cached_states(tmp_path, whi
     )
 
 
+def test_the_head_read_back_from_an_assembled_recogniser_is_the_head(tmp_path, whisper_folder):
+    """``head_from_recogniser`` inverts ``assemble_recogniser``, and ``load_head`` reads a recogniser folder that
+    way (the adaptation protocols run a shipped folder on cached states)."""
+    from modeling_lact_audio.recogniser.evaluation import load_head
+    from modeling_lact_audio.recogniser.heads import head_from_recogniser
+
+    head, _ = _trained_looking_head(tmp_path / "head", whisper_folder)
+    model = assemble_recogniser(head, str(whisper_folder))
+    model.save_pretrained(tmp_path / "recogniser")
+    states = torch.randn(2, 20, tiny_whisper_config().d_model)
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[1, 13:] = 0
+    with torch.no_grad():
+        expected = head(states, mask).logits
+        for back in (head_from_recogniser(model), load_head(str(tmp_path / "recogniser"))):
+            assert isinstance(back, CachedStatesCTC) and not back.training
+            assert torch.equal(back(states, mask).logits, expected)
+    with pytest.raises(ValueError, match="whisper_encoder"):
+        head_from_recogniser(head.ctc)
+    with pytest.raises(FileNotFoundError, match="neither a trained head"):
+        load_head(str(tmp_path / "nothing"))
+
+
 def test_exported_folder_loads_with_auto_classes_and_the_pipeline(tmp_path, whisper_folder):
     head, tokenizer = _trained_looking_head(tmp_path / "head", whisper_folder)
     lm = tmp_path / "lm"

@@ -504,3 +504,63 @@ def test_suta_rate_is_tuned_on_validation_and_refused_on_test(lact, bilstm, toke
     with pytest.raises(SystemExit, match="is a test split"):
         script.main([*args, "--split", "sessions_test_unseen", "--output", str(tmp_path / "no")])
     assert not (tmp_path / "no").exists()
+
+
+def test_a_rate_factor_cancels_under_muon_and_zero_freezes_the_fast_weights(lact, split):
+    """Muon orthogonalises each chunk's update after dividing it by its norm, so a global factor on the learned
+    rates changes nothing (only their relative weights within a chunk count); without Muon it scales the step."""
+    import copy
+
+    from modeling_lact_audio.adaptation.reliance import scaled_lact_rates
+
+    rows = _index(split)
+    order = [rows[f"test-0{i}"] for i in range(3)]
+    assert lact.config.muon_steps > 0
+    trained = _carry_by_hand(lact, split, order)
+    with scaled_lact_rates(lact, 1.0):
+        assert all(torch.equal(a, b) for a, b in zip(_carry_by_hand(lact, split, order), trained))
+    with scaled_lact_rates(lact, 0.0):
+        frozen = _carry_by_hand(lact, split, order)
+        alone = [run_utterance(lact, _states(split, i), None)[0] for i in order]
+    # no update: a carried state is the initial one, so carrying changes nothing
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(frozen, alone))
+    assert not torch.allclose(frozen[2], trained[2], atol=1e-4)  # and the trained rates do move the weights
+    for factor in (0.25, 4.0):
+        with scaled_lact_rates(lact, factor):
+            scaled = _carry_by_hand(lact, split, order)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(scaled, trained))
+    plain = copy.deepcopy(lact)
+    plain.config.muon_steps = 0
+
+    def moved(head):  # how far the first layer's w0 moved from its initial value over the three utterances
+        cache = new_cache(head)
+        for i in order:
+            cache = run_utterance(head, _states(split, i), cache)[1]
+        return float((cache.layer_caches[0].fast.w0[0] - head.ctc.model.layers[0].mixer.w0).norm())
+
+    with scaled_lact_rates(plain, 0.5):
+        half = moved(plain)
+    with scaled_lact_rates(plain, 2.0):
+        double = moved(plain)
+    assert double > 2 * half > 0  # a plain step grows with the factor (four times the rate: about four times)
+    with scaled_lact_rates(lact, 0.5):
+        muon_half = moved(lact)
+    with scaled_lact_rates(lact, 2.0):
+        assert moved(lact) == pytest.approx(muon_half, rel=1e-3)  # float32 rounding only
+    assert all(m.lact_rate_scale == 1.0 for m in lact.modules() if hasattr(m, "lact_rate_scale"))  # restored
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        with scaled_lact_rates(lact, -1.0):
+            pass
+
+
+def test_the_command_line_scales_the_rates(lact, tokenizer, split, tmp_path):
+    cache = _saved_heads({"lact": lact}, tokenizer, split, "tiny", tmp_path)
+    script = load_script(ROOT / "eval" / "adaptation" / "run_adaptation.py")
+    args = ["speaker", "--head", f"lact={tmp_path / 'lact'}", "--cache", str(cache), "--splits", "tiny"]
+    runs = {
+        factor: script.main([*args, "--ks", "0", "2", "--rate-scale", factor, "--output", str(tmp_path / factor)])
+        for factor in ("1", "0")
+    }
+    conditions = {f: r["protocols"]["speaker"]["heads"]["lact"]["tiny"]["conditions"] for f, r in runs.items()}
+    assert conditions["0"]["carry all"]["wer"] == pytest.approx(conditions["0"]["k=0"]["wer"])  # nothing carried
+    assert runs["0"]["protocols"]["speaker"]["settings"]["rate_scale"] == 0.0

@@ -33,6 +33,9 @@ class LaCTAudioMixer(nn.Module):
 
     ``lact_output_scale`` (an attribute, 1.0; not saved): a diagnostic multiplier of the LaCT branch's output,
     with which the adaptation report measures how much a trained model relies on its fast weights at all.
+    ``lact_rate_scale`` (an attribute, 1.0; not saved): a test-time multiplier of the per-token rates for the
+    adaptation study (0 freezes the fast weights; under Muon any factor > 0 cancels, see
+    ``adaptation.reliance.scaled_lact_rates``).
 
     forward: ``x [B, T, hidden]``, ``start`` (int: absolute index of the first frame; the frames are
     ``start .. start + T - 1``, a host int so that block bounds need no device sync), ``frame_mask [B, T]``
@@ -43,6 +46,7 @@ class LaCTAudioMixer(nn.Module):
     """
 
     lact_output_scale: float = 1.0
+    lact_rate_scale: float = 1.0
 
     def __init__(self, config: LaCTAudioConfig, layer_idx: int):
         super().__init__()
@@ -86,6 +90,8 @@ class LaCTAudioMixer(nn.Module):
             lr = torch.full((B, T, H, 3), self.config.base_lr, dtype=torch.float32, device=x.device)
         else:
             lr = F.softplus(self.lr_proj(x).float() + self.lr_offset).view(B, T, H, 3)
+        if self.lact_rate_scale != 1.0:
+            lr = lr * self.lact_rate_scale
         momentum = None
         if self.momentum_proj is not None:
             # sigmoid saturates to exactly 1.0 in float32; the op requires beta < 1
