@@ -564,3 +564,59 @@ def test_the_command_line_scales_the_rates(lact, tokenizer, split, tmp_path):
     conditions = {f: r["protocols"]["speaker"]["heads"]["lact"]["tiny"]["conditions"] for f, r in runs.items()}
     assert conditions["0"]["carry all"]["wer"] == pytest.approx(conditions["0"]["k=0"]["wer"])  # nothing carried
     assert runs["0"]["protocols"]["speaker"]["settings"]["rate_scale"] == 0.0
+
+
+def test_state_memory_against_the_runs_it_stands_for(lact, split):
+    from modeling_lact_audio.adaptation.fast_weight_stats import fast_weight_vector, initial_fast_weight_vector
+    from modeling_lact_audio.adaptation.reliance import scaled_lact_rates
+    from modeling_lact_audio.adaptation.state_memory import state_memory, summarize_memory
+
+    rows = _index(split)
+    utterances = [_states(split, rows[f"test-1{i}"]) for i in range(4)]
+    records = state_memory(lact, utterances, horizon=5)
+    assert [r["n"] for r in records] == [1, 2, 3]  # capped by the stream
+    # n = 2 by hand: utterance 0, then 1 and 2 carried, against 1 and 2 from a reset state
+    w0 = initial_fast_weight_vector(lact)
+    cache = new_cache(lact)
+    _, cache, _ = run_utterance(lact, utterances[0], cache)
+    w_a = fast_weight_vector(cache)
+    for u in utterances[1:3]:
+        carried_logits, cache, _ = run_utterance(lact, u, cache)
+    reset = new_cache(lact)
+    for u in utterances[1:3]:
+        reset_logits, reset, _ = run_utterance(lact, u, reset)
+    gap = (fast_weight_vector(cache) - fast_weight_vector(reset)).norm()
+    assert records[1]["retention"] == pytest.approx(float(gap / (w_a - w0).norm()), rel=1e-5)
+    expected = float((carried_logits - reset_logits).norm() / reset_logits.norm())
+    assert records[1]["logit_change"] == pytest.approx(expected, rel=1e-5)
+    assert all(r["retention"] > 0 and r["logit_change"] > 0 for r in records)
+    with scaled_lact_rates(lact, 0.0):
+        frozen_0 = run_utterance(lact, utterances[0], None)[0]
+    own = float((run_utterance(lact, utterances[0], None)[0] - frozen_0).norm() / frozen_0.norm())
+    assert all(r["own_update_change"] == pytest.approx(own, rel=1e-5) for r in records) and own > 0
+    with scaled_lact_rates(lact, 0.0):  # frozen fast weights: nothing moves (but the renorm's eps), nothing changes
+        frozen = state_memory(lact, utterances, horizon=2)
+    assert all(r["displacement"] < 1e-5 and r["logit_change"] < 1e-5 and r["frame_disagreement"] == 0 for r in frozen)
+    assert all(r["displacement"] > 1e-3 for r in records)
+    summary = summarize_memory(records + records, samples=200)
+    assert [s["n"] for s in summary] == [1, 2, 3] and all(s["streams"] == 2 for s in summary)
+    mean, low, high = summary[0]["retention"]
+    assert mean == pytest.approx(records[0]["retention"]) and low <= mean <= high
+    with pytest.raises(ValueError, match="need >= 2 utterances"):
+        state_memory(lact, utterances[:1], horizon=1)
+
+
+def test_state_memory_command_line(lact, bilstm, tokenizer, split, tmp_path):
+    cache = _saved_heads({"lact": lact, "bilstm": bilstm}, tokenizer, split, "tiny", tmp_path)
+    script = load_script(ROOT / "eval" / "adaptation" / "state_memory.py")
+    out = tmp_path / "memory"
+    result = script.main(
+        ["--head", str(tmp_path / "lact"), "--cache", str(cache), "--splits", "tiny", "--horizon", "2",
+         "--output", str(out)]
+    )  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {"results.json", "REPORT.md", "state_memory.png"}
+    summary = result["splits"]["tiny"]["summary"]
+    assert [s["n"] for s in summary] == [1, 2] and summary[0]["streams"] == 4  # 4 speakers of 6 utterances
+    assert "| 1 | 4 |" in (out / "REPORT.md").read_text()
+    with pytest.raises(SystemExit, match="no LaCT fast weights"):
+        script.main(["--head", str(tmp_path / "bilstm"), "--cache", str(cache), "--splits", "tiny"])
