@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from modeling_lact_audio.adaptation.statistics import relative_change_interval
-from modeling_lact_audio.asr import Transcriber, normalize_for_scoring
+from modeling_lact_audio.asr import Transcriber, as_model_inputs, normalize_for_scoring
 from modeling_lact_audio.benchmarks.measure import PeakMemory, machine_info, release_memory, summarize, time_once
 from modeling_lact_audio.data import SAMPLING_RATE, load_split, read_audio
 from modeling_lact_audio.mixer_lact_audio import LaCTAudioMixer
@@ -206,12 +206,6 @@ def first_input(processor, audio):
     if type(processor.feature_extractor).__name__ == "WhisperFeatureExtractor":
         extra["return_attention_mask"] = True  # the mask at the log-mel rate, which the model crops with
     return dict(processor(audio=[audio], sampling_rate=SAMPLING_RATE, return_tensors="pt", **extra))
-
-
-def as_model_inputs(inputs: dict, model) -> dict:
-    """``inputs`` with floating tensors cast to the model's dtype (bf16 features for a bf16 model), as the ASR
-    pipeline and the Transcriber do."""
-    return {k: v.to(model.dtype) if v.is_floating_point() else v for k, v in inputs.items()}
 
 
 @torch.inference_mode()

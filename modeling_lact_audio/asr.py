@@ -113,6 +113,16 @@ def _is_character_whisper(config, tokenizer) -> bool:
     return config.model_type == "whisper" and len(tokenizer.get_vocab()) == config.vocab_size - 2
 
 
+def as_model_inputs(batch: dict, model, device=None) -> dict:
+    """``batch`` (tensors) on ``device`` (default: where they are) with its floating tensors in the model's dtype, as
+    transformers' ASR pipeline feeds a model: bf16 features for a model cast by ``quantization.to_half_precision``;
+    masks and ids keep their dtype."""
+    return {
+        k: v.to(device=device, dtype=model.dtype) if v.is_floating_point() else v.to(device=device)
+        for k, v in batch.items()
+    }
+
+
 class Transcriber:
     """Transcribes batches of 16 kHz float32 waveforms with a CTC model or a Whisper model, greedily.
 
@@ -217,13 +227,7 @@ class Transcriber:
     def transcribe_batch(self, batch: dict) -> list[str]:
         """Transcripts of one collated batch: ``input_features`` / ``input_values`` ``[B, ...]`` and, for
         CTC models, ``attention_mask``; ``labels``, if present, are ignored."""
-        # Features go to the model's device and, as in transformers' ASR pipeline, its floating dtype (a model
-        # cast to bf16 by quantization.to_half_precision takes bf16 features).
-        batch = {
-            k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device)
-            for k, v in batch.items()
-            if k != "labels"
-        }
+        batch = as_model_inputs({k: v for k, v in batch.items() if k != "labels"}, self.model, self.device)
         tokenizer = self.processor.tokenizer
         if self.kind == "ctc":
             logits = self.model(**batch).logits  # [B, T', V]

@@ -63,7 +63,8 @@ def parse_args(argv=None):
         "--rate-scale",
         type=float,
         default=1.0,
-        help="multiply every LaCT mixer's per-token rates (choose it on validation: tune_rate_scale.py)",
+        help="multiply every LaCT mixer's per-token rates (0 freezes the fast weights; under Muon any factor > 0 "
+        "changes nothing, see adaptation.reliance.scaled_lact_rates)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the forwards")
     parser.add_argument("--lm", default=None, help="language_model folder: LM beam search instead of greedy")

@@ -59,7 +59,7 @@ class AdaptationSettings:
     ``suta_steps``, ``suta_lr``, ``finetune_steps``, ``finetune_lr``, ``finetune_scopes``: the gradient
     baselines (``finetune_scopes=()`` runs SUTA alone, e.g. to tune ``suta_lr`` on a validation split);
     ``seed``: every random choice; ``rate_scale``: every LaCT mixer's per-token rates multiplied by it during the
-    protocol (1.0: the trained rates; ``rate_tuning``).
+    protocol (1.0: the trained rates; ``reliance.scaled_lact_rates``: under Muon any factor > 0 cancels).
     """
 
     ks: tuple = (0, 1, 2, 5, 10)

@@ -18,7 +18,6 @@ adaptation; a state that is forgotten within an utterance cannot adapt at all.
 """
 
 import numpy as np
-import torch
 
 from .fast_weight_stats import fast_weight_vector, initial_fast_weight_vector
 from .reliance import scaled_lact_rates
@@ -110,7 +109,6 @@ def summarize_memory(records: list[dict], samples: int = 2000, seed: int = 0) ->
     return out
 
 
-@torch.no_grad()
 def memory_of_streams(head, reader, streams, horizon: int) -> list[dict]:
     """``state_memory`` of every stream with at least 2 utterances (``reader[row]`` gives a row's states);
     each record also names its ``stream``."""

@@ -42,7 +42,7 @@ def memory_bar(cpu: list | None, gpu: list | None) -> dict:
     }
 
 
-def int8_bars(quant: dict, modes=MODES) -> list[dict]:
+def mode_bars(quant: dict, modes=MODES) -> list[dict]:
     """Per model and mode of ``modes`` (default: the INT8 modes) that the run measured: the largest |WER change|
     (points, greedy and with the LM, every split), the file size ratio and the offline latency ratio to fp32,
     each with its pass/fail."""
@@ -94,12 +94,12 @@ def cpu_kind(quant: dict) -> str:
 
 
 def largest_sample_bars(runs: list[tuple[str, dict]]) -> list[dict]:
-    """``int8_bars`` of every run, keeping per CPU kind (``cpu_kind``: latency depends on it), model and mode
-    the run with the most rows per split (ties: the earlier run); each row also names its ``run``,
+    """``mode_bars`` (INT8 modes) of every run, keeping per CPU kind (``cpu_kind``: latency depends on it), model
+    and mode the run with the most rows per split (ties: the earlier run); each row also names its ``run``,
     ``rows_per_split`` and ``cpu``."""
     chosen = {}
     for name, quant in runs:
-        for row in int8_bars(quant):
+        for row in mode_bars(quant):
             row = {**row, "run": name, "rows_per_split": quant["rows_per_split"], "cpu": cpu_kind(quant)}
             key = (row["cpu"], row["model"], row["mode"])
             if key not in chosen or row["rows_per_split"] > chosen[key]["rows_per_split"]:
@@ -108,7 +108,7 @@ def largest_sample_bars(runs: list[tuple[str, dict]]) -> list[dict]:
 
 
 def modes_meeting_every_bar(rows: list[dict]) -> list[str]:
-    """The INT8 modes whose every row (one per model) in ``int8_bars`` passes WER, file size and latency."""
+    """The INT8 modes whose every row (one per model) in ``mode_bars`` passes WER, file size and latency."""
     modes = dict.fromkeys(row["mode"] for row in rows)
     failed = {r["mode"] for r in rows if not (r["wer_pass"] and r["file_pass"] and r["latency_pass"])}
     return [mode for mode in modes if mode not in failed]
@@ -117,7 +117,7 @@ def modes_meeting_every_bar(rows: list[dict]) -> list[str]:
 def half_precision_cpu_lines(runs: list[tuple[str, dict]]) -> list[str]:
     """A section on whole-model bf16 inference on the CPU (``eval/quantization_eval.py`` runs it where the CPU has
     native bf16), from every run that has it; no lines when none has."""
-    rows = [(name, quant, row) for name, quant in runs for row in int8_bars(quant, tuple(HALF_PRECISIONS))]
+    rows = [(name, quant, row) for name, quant in runs for row in mode_bars(quant, tuple(HALF_PRECISIONS))]
     if not rows:
         return []
     lines = [

@@ -136,9 +136,9 @@ def test_bf16_is_reported_beside_the_int8_bars_never_as_one(tmp_path):
     whisper["accuracy"]["test_seen"]["bf16"] = {"greedy": {"wer_diff": [0.004, -0.001, 0.009]}}
     (tmp_path / "quantization_bf16").mkdir()
     (tmp_path / "quantization_bf16" / "results.json").write_text(json.dumps(run))
-    (int8,) = R.int8_bars(run)
+    (int8,) = R.mode_bars(run)
     assert int8["mode"] == "int8_dynamic_fbgemm"
-    (half,) = R.int8_bars(run, ("bf16",))
+    (half,) = R.mode_bars(run, ("bf16",))
     assert half["mode"] == "bf16" and abs(half["file_ratio"] - 0.52) < 1e-9 and abs(half["latency_ratio"] - 0.6) < 1e-9
     text = R.report(tmp_path)
     assert "meets all three bars on every model | int8_dynamic_fbgemm | yes" in text and "whisper bf16:" not in text
