@@ -33,6 +33,13 @@ def parse_args(argv=None):
     parser.add_argument("--train-rows", type=int, default=None, help="a fixed random subset of the train split")
     parser.add_argument("--validation-rows", type=int, default=300)
     parser.add_argument("--lact-chunk-size", type=int, default=128)
+    parser.add_argument(
+        "--window-size",
+        type=int,
+        default=32,
+        help="attention frames each side (lact, baseline_sliding_window); 0: a frame sees only itself, so a "
+        "lact head's only token mixing is its fast weights",
+    )
     for f in dataclasses.fields(RecogniserTrainingArguments):
         if f.name in ("output_dir", "extra"):
             continue
@@ -56,7 +63,7 @@ def main(argv=None) -> dict:
     )
     tokenizer = LaCTCTCTokenizer.from_texts(train["text"])
     train, validation = add_labels(train, tokenizer), add_labels(validation, tokenizer)
-    config = recogniser_config(len(tokenizer), lact_chunk_size=args.lact_chunk_size)
+    config = recogniser_config(len(tokenizer), lact_chunk_size=args.lact_chunk_size, window_size=args.window_size)
     model = build_recogniser(args.model, config, encoder.config.d_model)
     fields = {f.name for f in dataclasses.fields(RecogniserTrainingArguments)} - {"output_dir", "extra"}
     training_args = RecogniserTrainingArguments(
