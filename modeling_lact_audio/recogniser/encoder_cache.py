@@ -96,7 +96,8 @@ def cache_split(
             fixed random one, seed 0).
         output: the cache folder; ``output/split`` holds the dataset, ``output/split/cache_info.json``
             what produced it (encoder, rows), so a cache of another encoder or size is never reused;
-            a cache of a smaller ``max_rows`` subset of the same split is grown: only the new rows are encoded.
+            a cache of a smaller ``max_rows`` subset of the same split is grown: only the new rows are encoded;
+            a cache of the whole split serves any ``max_rows`` at or above the split's size.
         encoder, feature_extractor: from :func:`load_whisper_encoder`.
         batch_size: waveforms per encoder call.
         encoder_id: a name of the encoder recorded in ``cache_info.json``.
@@ -108,6 +109,10 @@ def cache_split(
     if old == info:
         return datasets.load_from_disk(str(target))
     rows = load_split(corpus, split, max_rows=max_rows, shuffle_seed=0 if max_rows else None)
+    if old is not None:  # e.g. the whole split asked for with max_rows >= its size: the same rows, in order
+        size = len(load_split(corpus, split))
+        if _as_whole_split(old, size) == _as_whole_split(info, size):
+            return datasets.load_from_disk(str(target))
     kept_rows = _reusable_rows(old, info, len(rows))
     previous = datasets.load_from_disk(str(target)) if kept_rows else None
     if previous is not None and previous["uid"] != rows.select(range(kept_rows))["uid"]:
@@ -141,6 +146,13 @@ def cache_split(
         shutil.move(str(staged), str(target))
     info_file.write_text(json.dumps(info, indent=1))
     return datasets.load_from_disk(str(target))
+
+
+def _as_whole_split(info: dict, split_size: int) -> dict:
+    """``cache_info`` with ``max_rows`` at or above the split's size written as None: ``load_split`` then
+    returns the whole split in its own order, the same rows as no ``max_rows`` at all."""
+    max_rows = info.get("max_rows")
+    return {**info, "max_rows": None if max_rows is None or max_rows >= split_size else max_rows}
 
 
 def _reusable_rows(old: dict | None, new: dict, rows: int) -> int:

@@ -206,4 +206,11 @@ def test_a_subset_cache_grows_by_encoding_only_the_new_rows(corpus_and_whisper, 
     encoded.clear()
     whole = cache_split(corpus, "train", str(tmp_path / "grown"), encoder, fe)
     assert sum(encoded) == 6 and whole["uid"] == rows["uid"]
+    # asking for at least as many rows as the split has is the whole split: the cache is reused as it is
+    encoded.clear()
+    again = cache_split(corpus, "train", str(tmp_path / "grown"), encoder, fe, max_rows=len(rows) + 3)
+    assert sum(encoded) == 0 and again["uid"] == rows["uid"]
+    # and a whole-split cache does not stand in for a real subset
+    subset = cache_split(corpus, "train", str(tmp_path / "grown"), encoder, fe, max_rows=2)
+    assert sum(encoded) == 2 and subset["uid"] == small["uid"]
     hook.remove()
