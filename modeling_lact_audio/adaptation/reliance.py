@@ -6,56 +6,15 @@ utterances can change much. :func:`branch_reliance` transcribes the same utteran
 output scaled by each factor (1 = the trained model, the baseline; 0 = the branch removed).
 """
 
-import math
-from contextlib import contextmanager
-
 import datasets
 from tqdm.auto import tqdm
 
-from ..mixer_lact_audio import LaCTAudioMixer
+from ..recogniser.fast_weight_scales import scaled_lact_branch, scaled_lact_rates
 from .protocols import ProtocolResult, Transcribed, _require_carry, row_table
 from .streams import Stream, UtteranceReader, run_utterance
 
-
-@contextmanager
-def scaled_lact_branch(model, scale: float):
-    """Within the block, every ``LaCTAudioMixer`` of ``model`` multiplies its LaCT branch's output by ``scale``
-    (restored afterwards, also on error)."""
-    mixers = [m for m in model.modules() if isinstance(m, LaCTAudioMixer)]
-    saved = [m.lact_output_scale for m in mixers]
-    try:
-        for m in mixers:
-            m.lact_output_scale = float(scale)
-        yield model
-    finally:
-        for m, s in zip(mixers, saved):
-            m.lact_output_scale = s
-
-
-@contextmanager
-def scaled_lact_rates(model, scale: float):
-    """Within the block every ``LaCTAudioMixer`` of ``model`` multiplies its per-token fast-weight rates by
-    ``scale`` (>= 0; 0 freezes the fast weights at their initial values); restored afterwards, also on error.
-
-    With Muon (``muon_steps > 0``) any factor > 0 changes nothing: Newton-Schulz divides each chunk's update by
-    its norm before orthogonalising it, so only the rates' relative weights within a chunk count and the step's
-    size is fixed. Without Muon (or with Adam's rule) the factor scales the steps.
-
-    Raises:
-        ValueError: ``scale`` is negative or not finite.
-    """
-    scale = float(scale)
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"the rate scale must be a finite number >= 0, got {scale}")
-    mixers = [m for m in model.modules() if isinstance(m, LaCTAudioMixer)]
-    saved = [m.lact_rate_scale for m in mixers]
-    try:
-        for m in mixers:
-            m.lact_rate_scale = scale
-        yield model
-    finally:
-        for m, s in zip(mixers, saved):
-            m.lact_rate_scale = s
+# the scale context managers live with the recogniser's training, which uses them too; importable from here
+__all__ = ["branch_reliance", "condition_name", "scaled_lact_branch", "scaled_lact_rates"]
 
 
 def condition_name(scale: float) -> str:

@@ -22,6 +22,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from ..cache_lact_audio import LaCTCache
 from ..training.checkpoint_files import check_checkpoint_files
+from .fast_weight_scales import scaled_lact_rates
 from .heads import BiLSTMCTCHead, CachedStatesCTC
 from .sessions import SessionCollator, SessionSampler
 
@@ -42,6 +43,9 @@ class RecogniserTrainingArguments:
     max_utterances: int = 8
     single_fraction: float = 0.25
     carry_state: bool = True
+    # the share of a session's later utterances (positions >= 1) that add a second loss, read with the carried
+    # state alone (their own fast-weight update frozen): a loss that rewards what earlier utterances wrote
+    carried_read_fraction: float = 0.0
     time_mask_prob: float = 0.05
     time_mask_length: int = 10
     feature_mask_prob: float = 0.05
@@ -53,6 +57,12 @@ class RecogniserTrainingArguments:
     threads: int = 2
     checkpoints_kept: int = 2
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not 0.0 <= self.carried_read_fraction <= 1.0:
+            raise ValueError(
+                f"carried_read_fraction is a share of utterances in [0, 1], got {self.carried_read_fraction}"
+            )
 
 
 def add_labels(dataset: datasets.Dataset, tokenizer) -> datasets.Dataset:
@@ -82,20 +92,38 @@ def spec_augment(states: torch.Tensor, mask: torch.Tensor, args: RecogniserTrain
     return states
 
 
-def session_loss(model, positions: list[dict], carry_state: bool) -> torch.Tensor:
+def session_loss(
+    model, positions: list[dict], carry_state: bool, carried_reads: list[bool] | None = None
+) -> torch.Tensor:
     """Mean CTC loss over the utterances of a batch of sessions.
 
     ``positions`` come from ``SessionCollator``; with ``carry_state`` (LaCT models) the fast weights
     run across a session's utterances through one ``LaCTCache`` whose batch shrinks as sessions end.
+
+    ``carried_reads`` (one bool per position, with ``carry_state`` only): a marked position ``i >= 1`` adds a
+    second CTC loss on its utterances, read with the fast weights the session's earlier utterances left
+    (its own update frozen: rates x0, ``scaled_lact_rates``). Only what the earlier utterances wrote can lower
+    that loss, and its gradient runs back through the carried state into their updates. The carried state
+    itself is not changed by that read; the mean is over every loss term.
     """
+    if carried_reads is not None and (not carry_state or len(carried_reads) != len(positions)):
+        raise ValueError(
+            f"carried_reads needs carry_state and one flag per position ({len(positions)}), got {len(carried_reads)}"
+        )
     cache = LaCTCache(model.config.num_hidden_layers) if carry_state else None
     total, count = 0.0, 0
-    for batch in positions:
+    for i, batch in enumerate(positions):
         B = batch["labels"].shape[0]
         if cache is not None:
             if cache.batch_size and cache.batch_size > B:
                 cache.batch_select_indices(torch.arange(B))
             cache.start_new_utterance()
+            if carried_reads is not None and carried_reads[i] and i > 0:
+                view = LaCTCache(len(cache))  # the forward replaces a cache's layer entries: read a copy of them
+                view.layer_caches = list(cache.layer_caches)
+                with scaled_lact_rates(model, 0.0):
+                    read = model(**batch, past_key_values=view, use_cache=True)
+                total, count = total + read.loss * B, count + B
         out = model(**batch, past_key_values=cache, use_cache=cache is not None)
         cache = out.past_key_values if carry_state else None
         total = total + out.loss * B
@@ -216,7 +244,10 @@ def train_recogniser(
             rng = np.random.default_rng([args.seed, step])  # per step, so a resumed run masks the same frames
             for p in positions:
                 p["frontend_states"] = spec_augment(p["frontend_states"], p["attention_mask"], args, rng)
-            loss = session_loss(model, positions, carry)
+            reads = None
+            if carry and args.carried_read_fraction > 0:  # drawn after the masks: a run without it masks the same
+                reads = [i > 0 and rng.random() < args.carried_read_fraction for i in range(len(positions))]
+            loss = session_loss(model, positions, carry, reads)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
             optimizer.step()

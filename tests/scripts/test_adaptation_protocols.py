@@ -31,8 +31,9 @@ from modeling_lact_audio.adaptation.streams import (
 )
 from modeling_lact_audio.processors import LaCTCTCTokenizer
 from modeling_lact_audio.recogniser.evaluation import paired_bootstrap_pvalue
-from modeling_lact_audio.recogniser.heads import build_recogniser, recogniser_config
+from modeling_lact_audio.recogniser.heads import build_recogniser
 from modeling_lact_audio.recogniser.training import cached_logits, save_recogniser
+from tests.recogniser_heads import tiny_recogniser_config
 from tests.script_utils import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,18 +48,7 @@ def tokenizer():
 
 def _head(kind: str, tokenizer):
     torch.manual_seed(0)
-    config = recogniser_config(
-        len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_lact_heads=1,
-        intermediate_size=64,
-        lact_chunk_size=8,
-        window_size=4,
-        hidden_dropout=0.0,
-        final_dropout=0.0,
-    )
+    config = tiny_recogniser_config(len(tokenizer), hidden_dropout=0.0, final_dropout=0.0)
     head = build_recogniser(kind, config, d_model=D_MODEL).eval()
     # A random init moves the fast weights too little to tell a carried state from a reset one: scale the
     # projection so that the carried state changes the output visibly.

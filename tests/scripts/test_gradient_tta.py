@@ -18,8 +18,9 @@ from modeling_lact_audio.adaptation.gradient_tta import (
     suta_loss,
     time_on_one_thread,
 )
-from modeling_lact_audio.recogniser.heads import build_recogniser, recogniser_config
+from modeling_lact_audio.recogniser.heads import build_recogniser
 from modeling_lact_audio.recogniser.sessions import SessionCollator
+from tests.recogniser_heads import tiny_recogniser_config
 
 VOCAB, D_MODEL = 12, 16
 
@@ -32,16 +33,7 @@ def _head(kind: str):
 @functools.cache
 def _built_head(kind: str):
     torch.manual_seed(0)
-    config = recogniser_config(
-        VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_lact_heads=1,
-        intermediate_size=64,
-        lact_chunk_size=8,
-        window_size=4,
-    )
+    config = tiny_recogniser_config(VOCAB)
     return build_recogniser(kind, config, d_model=D_MODEL).eval()
 
 

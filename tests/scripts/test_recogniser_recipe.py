@@ -89,9 +89,14 @@ def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
     assert again["history"] == log["history"]
     train.main([*common, "--model", "bilstm", "--output", str(tmp_path / "bilstm"), "--validation-rows", "4"])
     # --window-size reaches the head's config (0: the fast weights are the lact head's only token mixing)
+    # and --carried-read-fraction reaches the run (each later utterance also read with the carried state alone)
     window0 = tmp_path / "window0"
-    train.main([*common, "--model", "lact", "--window-size", "0", "--output", str(window0), "--validation-rows", "4"])
+    log0 = train.main(
+        [*common, "--model", "lact", "--window-size", "0", "--carried-read-fraction", "1.0"]
+        + ["--output", str(window0), "--validation-rows", "4"]
+    )
     assert json.loads((window0 / "best" / "config.json").read_text())["window_size"] == 0
+    assert log0["args"]["carried_read_fraction"] == 1.0 and log["args"]["carried_read_fraction"] == 0.0
     assert json.loads((out / "best" / "config.json").read_text())["window_size"] == 32
 
     assert not (cache / "test_seen").exists()  # the evaluation encodes the test split it needs
