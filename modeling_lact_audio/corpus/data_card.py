@@ -1,5 +1,7 @@
 """The README.md written next to a built corpus."""
 
+from .plan import TRAIN_REAL
+from .real_training_speech import SOURCES
 from .tts_text import spell_out_for_tts
 from .voices import HELD_OUT_ACCENT, HELD_OUT_ENGINE, HELD_OUT_VARIANTS, HELD_OUT_VOICES
 
@@ -32,6 +34,25 @@ def _table(stats: dict) -> str:
         for s, v in stats.items()
     ]
     return head + "\n".join(lines)
+
+
+def _train_real_section(stats: dict) -> str:
+    if TRAIN_REAL not in stats:
+        return ""
+    per_source = stats[TRAIN_REAL]["sources"]
+    lines = [
+        f"  - `{name}`, {package}: {per_source[name]['rows']} rows, {per_source[name]['hours'] * 60:.1f} min, "
+        f"speaker labels: {per_source[name]['speakers']} ({speakers});\n    licence: {licence}."
+        for name, package, licence, speakers in SOURCES
+        if name in per_source
+    ]
+    return (
+        "\n- `train_real`: recorded human English speech for training, from sources `test_real` does not use\n"
+        "  (no Asterisk prompt, no pocketsphinx recording), resampled to 16 kHz; `speaker` is `source:speaker`,\n"
+        "  `domain` the source's (aligner_tests, audiobook, crowdsourced, game). A clip is kept only where its\n"
+        "  transcript is exact word for word, each checked against Whisper tiny.en\n"
+        "  (`corpus.real_training_speech` lists what was left out and why):\n" + "\n".join(lines)
+    )
 
 
 def render_card(stats: dict, settings: dict, text_stats: dict, build_seconds: float, command: str) -> str:
@@ -72,7 +93,7 @@ and real and synthetic noise. A `datasets.DatasetDict` saved with `save_to_disk`
 - `test_domain`: training speakers reading the `poetry` domain (fortune files `literature`,
   `songs-poems`), a text source never in train.
 - `test_real`: human speech, 8 kHz Asterisk prompts (one speaker, domain `telephony`) and
-  pocketsphinx test recordings (`audiobook`, `cards`), resampled to 16 kHz.
+  pocketsphinx test recordings (`audiobook`, `cards`), resampled to 16 kHz.{_train_real_section(stats)}
 - `sessions_*`: one row per long-form recording of one speaker, 1-5 minutes, 10-60 utterances with
   0.3-1.5 s pauses and 0.5 s of silence at both ends; `sessions_train` uses training speakers and text,
   `sessions_test_seen` training speakers with held-out text, `sessions_test_unseen` held-out voices.

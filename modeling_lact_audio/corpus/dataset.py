@@ -124,3 +124,18 @@ def split_statistics(dataset: datasets.DatasetDict) -> dict[str, dict]:
             mean_seconds=float(np.mean(meta["duration"])) if len(ds) else 0.0,
         )
     return stats
+
+
+def source_statistics(ds: datasets.Dataset) -> dict[str, dict]:
+    """Per recorded source of a split (the part of ``speaker`` before ``:``), for the data card.
+
+    Takes: one split. Returns: source -> hours, rows and speakers, in order of first appearance.
+    """
+    meta = ds.select_columns(["speaker", "duration"]).to_dict()
+    stats: dict[str, dict] = {}
+    for speaker, duration in zip(meta["speaker"], meta["duration"]):
+        entry = stats.setdefault(speaker.split(":")[0], {"hours": 0.0, "rows": 0, "speakers": set()})
+        entry["hours"] += duration / 3600
+        entry["rows"] += 1
+        entry["speakers"].add(speaker)
+    return {source: {**entry, "speakers": len(entry["speakers"])} for source, entry in stats.items()}

@@ -28,6 +28,9 @@ SPLITS = (
     "sessions_test_seen",
     "sessions_test_unseen",
 )
+# Optional, built only when asked for (``--train-real``) and planned after every other split, so the
+# splits above come out the same with or without it.
+TRAIN_REAL = "train_real"
 
 
 @dataclass(frozen=True)
@@ -156,12 +159,20 @@ def _jobs(split: str, kind: str, items: list[dict], job_size: int) -> list[dict]
     return jobs
 
 
-def make_plan(domains: dict[str, list[str]], seed: int, sizes: Sizes) -> dict:
+def train_real_jobs(items: list[dict], sizes: Sizes) -> list[dict]:
+    """The jobs of ``train_real``. Takes: its items (``real_training_speech.training_utterances``) and
+    the ``sizes``. Returns: "real" jobs, the same whether planned with the corpus or added to it later."""
+    return _jobs(TRAIN_REAL, "real", _index_streams(items, TRAIN_REAL), sizes.job_size)
+
+
+def make_plan(domains: dict[str, list[str]], seed: int, sizes: Sizes, train_real: list[dict] | None = None) -> dict:
     """Decide every example of the build.
 
-    Takes: text ``domains`` (from load_domains), the ``seed`` and the ``sizes``. Returns: a JSON-able
-    dict with ``jobs`` (each: job_id, split, kind in utterances/session/real, items), the train and
-    unseen speaker lists and the babble sentences. The same arguments always give the same plan.
+    Takes: text ``domains`` (from load_domains), the ``seed``, the ``sizes`` and, optionally, the items
+    of ``train_real``. Returns: a JSON-able dict with ``jobs`` (each: job_id, split, kind in
+    utterances/session/real, items), the train and unseen speaker lists and the babble sentences. The
+    same arguments always give the same plan; ``train_real`` adds its jobs last and draws nothing from
+    the plan's random stream, so every other split is the same with it or without it.
     """
     rng = np.random.default_rng([seed, 1])
     voices = base_voices()
@@ -173,9 +184,7 @@ def make_plan(domains: dict[str, list[str]], seed: int, sizes: Sizes) -> dict:
     n_test = max(sizes.test_seen, sizes.test_unseen_speakers)
     n_noise = sizes.noise_per_cell * len(NOISE_TYPES) * len(NOISE_SNRS)
     cut = np.cumsum([sizes.validation, n_test, n_noise])
-    val_text, test_text, noise_text = (
-        [train_text[i] for i in order[a:b]] for a, b in zip([0, *cut[:-1]], cut)
-    )
+    val_text, test_text, noise_text = ([train_text[i] for i in order[a:b]] for a, b in zip([0, *cut[:-1]], cut))
     rest = [train_text[i] for i in order[cut[-1] :]]
     # Held-out sessions read fortunes nobody trained on; the rest of the text is the training pool.
     n_sess = (sizes.sessions_test_seen + sizes.sessions_test_unseen) * 60
@@ -189,15 +198,11 @@ def make_plan(domains: dict[str, list[str]], seed: int, sizes: Sizes) -> dict:
 
     pool = lambda items: _Pool(items, rng)
     splits = {
-        "train": _utterances(
-            "train", sizes.train, pool(train_pool), seen, SEEN_ENGINE_WEIGHTS, _train_condition, rng
-        ),
+        "train": _utterances("train", sizes.train, pool(train_pool), seen, SEEN_ENGINE_WEIGHTS, _train_condition, rng),
         "validation": _utterances(
             "validation", sizes.validation, pool(val_text), seen, SEEN_ENGINE_WEIGHTS, _train_condition, rng
         ),
-        "test_seen": _utterances(
-            "test_seen", sizes.test_seen, pool(test_text), seen, SEEN_ENGINE_WEIGHTS, _clean, rng
-        ),
+        "test_seen": _utterances("test_seen", sizes.test_seen, pool(test_text), seen, SEEN_ENGINE_WEIGHTS, _clean, rng),
         "test_unseen_speakers": _utterances(
             "test_unseen_speakers", sizes.test_unseen_speakers, pool(test_text), unseen, None, _clean, rng
         ),
@@ -217,9 +222,7 @@ def make_plan(domains: dict[str, list[str]], seed: int, sizes: Sizes) -> dict:
     jobs = []
     for split, items in splits.items():
         jobs += _jobs(split, "utterances", _index_streams(items, split), sizes.job_size)
-    jobs += _jobs(
-        "test_real", "real", _index_streams(real_utterances(sizes.real_limit), "test_real"), sizes.job_size
-    )
+    jobs += _jobs("test_real", "real", _index_streams(real_utterances(sizes.real_limit), "test_real"), sizes.job_size)
 
     train_fortunes = [x for x in train_pool if x[1] == "fortunes"]
     session_pools = {
@@ -249,6 +252,8 @@ def make_plan(domains: dict[str, list[str]], seed: int, sizes: Sizes) -> dict:
                 )
             )
     babble_text = [train_pool[i][0] for i in rng.permutation(len(train_pool))[:200]]
+    if train_real is not None:
+        jobs += train_real_jobs(train_real, sizes)
     return dict(
         seed=seed,
         sizes=asdict(sizes),

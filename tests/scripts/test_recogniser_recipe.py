@@ -38,7 +38,12 @@ def _split(n: int, offset: int) -> datasets.Dataset:
 def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
     corpus = tmp_path / "corpus"
     datasets.DatasetDict(
-        {"train": _split(12, 0), "validation": _split(4, 100), "test_seen": _split(4, 200)}
+        {
+            "train": _split(12, 0),
+            "validation": _split(4, 100),
+            "test_seen": _split(4, 200),
+            "train_real": _split(3, 300),
+        }
     ).save_to_disk(corpus)
     whisper = tmp_path / "whisper"
     config = WhisperConfig(
@@ -87,7 +92,33 @@ def test_cache_train_and_evaluate_on_a_tiny_corpus(tmp_path):
     # resuming a finished run changes nothing and trains no further step
     again = train.main([*common, "--model", "lact", "--output", str(out), "--validation-rows", "4"])
     assert again["history"] == log["history"]
-    train.main([*common, "--model", "bilstm", "--output", str(tmp_path / "bilstm"), "--validation-rows", "4"])
+    # --extra-train-split adds a training split whole, each copy with its own speakers
+    bilstm = train.main(
+        [*common, "--model", "bilstm", "--output", str(tmp_path / "bilstm"), "--validation-rows", "4"]
+        + ["--extra-train-split", "train_real:2"]
+    )
+    assert bilstm["args"]["extra"]["train_rows"] == 12 + 2 * 3
+    assert bilstm["args"]["extra"]["extra_train_splits"] == ["train_real:2"]
+    assert json.loads((cache / "train_real" / "cache_info.json").read_text())["split"] == "train_real"
+    from modeling_lact_audio.processors import LaCTCTCTokenizer
+    from modeling_lact_audio.recogniser.encoder_cache import load_whisper_encoder
+
+    tokenizer = LaCTCTCTokenizer.from_texts(["a cat sat", "the dog ran", "hello there", "one more word"])
+    copies = train.extra_training_rows(
+        str(corpus), "train_real:2", str(cache), *load_whisper_encoder(str(whisper)), "whisper", tokenizer
+    )
+    assert copies["speaker"] == ["s0#0", "s1#0", "s0#0", "s0#1", "s1#1", "s0#1"]
+    with pytest.raises(SystemExit, match="outside the train split's alphabet"):
+        train.extra_training_rows(
+            str(corpus),
+            "train_real",
+            str(cache),
+            *load_whisper_encoder(str(whisper)),
+            "whisper",
+            LaCTCTCTokenizer.from_texts(["a cat"]),
+        )
+    with pytest.raises(SystemExit, match="only a training split"):
+        train.main([*common, "--output", str(tmp_path / "never"), "--extra-train-split", "test_seen"])
     # --window-size reaches the head's config (0: the fast weights are the lact head's only token mixing)
     # and --carried-read-fraction reaches the run (each later utterance also read with the carried state alone)
     window0 = tmp_path / "window0"
