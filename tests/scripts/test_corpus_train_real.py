@@ -223,7 +223,8 @@ def test_adding_train_real_leaves_the_other_splits_alone(builds):
     assert info["settings"] == on["settings"] and info["stats"] == on["stats"]
     assert "- `train_real`: recorded human English speech" in (root / "added" / "README.md").read_text()
     tables = [
-        [l for l in (root / f / "README.md").read_text().splitlines() if l.startswith("| ")] for f in ("added", "on")
+        [line for line in (root / f / "README.md").read_text().splitlines() if line.startswith("| ")]
+        for f in ("added", "on")
     ]
     assert tables[0] == tables[1]  # the same splits, in the same order, as a corpus built with train_real at once
     assert not (root / "added" / ".build-train_real").exists()
