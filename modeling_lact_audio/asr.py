@@ -135,6 +135,8 @@ class Transcriber:
             (a character Whisper) or 200 BPE tokens (the pretrained one: about its 30 s window's worth).
         decoder: for CTC models, a beam-search decoder called as ``decoder(log_probs [B, T', V], lengths [B])
             -> list[str]`` (``recogniser.lm.CTCBeamSearchDecoder``, e.g. the folder's word LM); None: greedy.
+        joint: for a CTC model on Whisper's encoder, a ``recogniser.attention_decoder.JointCTCAttentionDecoder``
+            (the folder's shipped Whisper decoder, joint CTC / attention beam search); None: CTC decoding.
 
     A CTC model on a pretrained Whisper encoder (``frontend="whisper_encoder"``) reads Whisper's 30 s
     window: longer audio is transcribed in consecutive 30 s pieces whose transcripts are joined.
@@ -144,9 +146,16 @@ class Transcriber:
     ``transcribe_batch(batch)`` takes an already collated batch (what training validation has).
     """
 
-    def __init__(self, model, processor, device: str = "cpu", max_new_tokens: int | None = None, decoder=None):
+    def __init__(
+        self, model, processor, device: str = "cpu", max_new_tokens: int | None = None, decoder=None, joint=None
+    ):
         self.model, self.processor, self.device = model.to(device).eval(), processor, torch.device(device)
         self.decoder = decoder
+        if joint is not None and decoder is not None:
+            raise ValueError("pass decoder (CTC beam search) or joint (CTC + Whisper's decoder), not both")
+        if joint is not None:
+            joint.recogniser, joint.whisper = joint.recogniser.to(device), joint.whisper.to(device)
+        self.joint = joint
         if model.config.model_type != "whisper":
             self.kind = "ctc"
         elif _is_character_whisper(model.config, processor.tokenizer):
@@ -157,13 +166,20 @@ class Transcriber:
         self.num_parameters = count_parameters(model)
 
     @classmethod
-    def from_pretrained(cls, folder: str, device: str = "cpu", use_lm: bool = False) -> "Transcriber":
+    def from_pretrained(
+        cls, folder: str, device: str = "cpu", use_lm: bool = False, use_attention_decoder: bool = False
+    ) -> "Transcriber":
         """Load the model and processor saved in ``folder`` (``save_pretrained`` of both); with ``use_lm``,
-        CTC transcripts come from beam search with the folder's ``language_model/`` (tuned settings).
+        CTC transcripts come from beam search with the folder's ``language_model/`` (tuned settings); with
+        ``use_attention_decoder``, from joint CTC / attention decoding with its ``attention_decoder/``.
 
         Raises:
-            FileNotFoundError: ``folder`` is not a directory.
+            FileNotFoundError: ``folder`` is not a directory, or lacks what ``use_lm`` / ``use_attention_decoder``
+                need.
+            ValueError: both ``use_lm`` and ``use_attention_decoder``.
         """
+        if use_lm and use_attention_decoder:
+            raise ValueError("use_lm and use_attention_decoder are two decoders: choose one")
         from transformers import AutoConfig, AutoModelForCTC, AutoProcessor, WhisperProcessor
 
         if not Path(folder).is_dir():
@@ -178,7 +194,12 @@ class Transcriber:
                     raise FileNotFoundError(f"{folder} ships no {LM_FOLDER}/lm.arpa: transcribe without use_lm")
                 decoder = CTCBeamSearchDecoder.from_pretrained(folder)
             model = AutoModelForCTC.from_pretrained(folder)
-            return cls(model, AutoProcessor.from_pretrained(folder), device, decoder=decoder)
+            joint = None
+            if use_attention_decoder:
+                from .recogniser.attention_decoder import JointCTCAttentionDecoder
+
+                joint = JointCTCAttentionDecoder.from_pretrained(folder, recogniser=model)
+            return cls(model, AutoProcessor.from_pretrained(folder), device, decoder=decoder, joint=joint)
         model = load_whisper(folder)
         chars = Path(folder) / "vocab.json"
         # A character Whisper's folder holds our LaCTProcessor; the converted one holds Whisper's own.
@@ -229,6 +250,8 @@ class Transcriber:
         CTC models, ``attention_mask``; ``labels``, if present, are ignored."""
         batch = as_model_inputs({k: v for k, v in batch.items() if k != "labels"}, self.model, self.device)
         tokenizer = self.processor.tokenizer
+        if self.kind == "ctc" and self.joint is not None:
+            return self.joint.decode(batch["input_features"], batch["attention_mask"])
         if self.kind == "ctc":
             logits = self.model(**batch).logits  # [B, T', V]
             lengths = torch.full(logits.shape[:1], logits.shape[1], device=logits.device)
