@@ -9,12 +9,10 @@ Writes ``results.json`` (WER/CER with 95% bootstrap intervals, paired bootstrap 
 """
 
 import argparse
-import json
 import shlex
 import sys
-from pathlib import Path
 
-from modeling_lact_audio.recogniser.evaluation import evaluate_recognisers, wer_cer
+from modeling_lact_audio.recogniser.evaluation import evaluate_recognisers, kept_from_arguments, wer_cer
 from modeling_lact_audio.whisper_conversion.baseline import default_output_dir
 
 SPLITS = ["test_seen", "test_unseen_speakers", "test_noise", "test_domain", "test_real"]
@@ -53,12 +51,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     heads = dict(h.split("=", 1) for h in args.head)
-    if bool(args.keep) != bool(args.keep_from):
-        raise SystemExit("--keep and --keep-from go together: the systems to keep and the results.json they are in")
-    kept = None
-    if args.keep_from:
-        names = dict((k.split("=", 1) + [k])[:2] for k in args.keep)
-        kept = {"results": json.loads(Path(args.keep_from).read_text()), "names": names}
+    kept = kept_from_arguments(args.keep_from, args.keep)
     return evaluate_recognisers(
         heads,
         args.cache,

@@ -4,8 +4,8 @@
 
 1. builds a small corpus (``make_corpus.py --hours H``, in this process) under ``outputs/demo/corpus``;
 2. transcribes real speech (``test_real``: recordings the synthetic training voices never include) with the
-   shipped recogniser ``lact_whisper_ctc`` (LaCT blocks on Whisper tiny.en's encoder), greedy and with its
-   word LM, and prints WER/CER with 95% intervals;
+   shipped recogniser ``lact_whisper_ctc`` (LaCT blocks on Whisper tiny.en's encoder), greedy, with its
+   word LM and jointly with its shipped Whisper decoder, and prints WER/CER with 95% intervals;
 3. transcribes held-out and real speech with the streaming checkpoint, offline (one call of
    ``modeling_lact_audio.asr.Transcriber``) and streamed one LaCT chunk at a time, printing each chunk's
    compute latency;
@@ -83,11 +83,13 @@ def transcribe_shipped(checkpoint: Path, corpus: Path, count: int) -> list[dict]
 
 def transcribe_real_speech(folder: Path, corpus: Path, count: int) -> dict:
     """WER/CER (95% intervals) of the recogniser in ``folder`` on the first ``count`` utterances of
-    ``test_real``, greedy and, when the folder ships one, with its word LM; printed with a few examples.
+    ``test_real``, greedy and, when the folder ships them, with its word LM and jointly with its attention
+    decoder (Whisper's decoder with CTC prefix scores); printed with a few examples.
 
-    Returns ``{"greedy": score, "lm": score or None}`` (``recogniser.evaluation.score_split`` entries).
+    Returns ``{"greedy": score, "lm": score or None, "joint": score or None}`` (``score_split`` entries).
     """
     from modeling_lact_audio.asr import normalize_for_scoring
+    from modeling_lact_audio.recogniser.attention_decoder import ATTENTION_DECODER_FOLDER, DECODER_WEIGHTS
     from modeling_lact_audio.recogniser.evaluation import score_split
     from modeling_lact_audio.recogniser.lm import LM_FOLDER
 
@@ -96,12 +98,14 @@ def transcribe_real_speech(folder: Path, corpus: Path, count: int) -> dict:
     references = [normalize_for_scoring(t) for t in rows["text"]]
     seconds = sum(len(a) for a in audio) / SAMPLING_RATE
     print(f"\nrecogniser {folder}: {len(audio)} real recordings of test_real ({seconds / 60:.1f} min of audio)")
-    modes = {"greedy": False}
+    modes = {"greedy": {}}
     if (folder / LM_FOLDER / "lm.arpa").exists():
-        modes["lm"] = True
-    scores = {"greedy": None, "lm": None}
-    for mode, use_lm in modes.items():
-        transcriber = Transcriber.from_pretrained(folder, use_lm=use_lm)
+        modes["lm"] = {"use_lm": True}
+    if (folder / ATTENTION_DECODER_FOLDER / DECODER_WEIGHTS).exists():
+        modes["joint"] = {"use_attention_decoder": True}
+    scores = {"greedy": None, "lm": None, "joint": None}
+    for mode, options in modes.items():
+        transcriber = Transcriber.from_pretrained(folder, **options)
         start, texts = time.perf_counter(), []
         for i in range(0, len(audio), 8):
             texts += transcriber(audio[i : i + 8])

@@ -178,20 +178,30 @@ class JointCTCAttentionDecoder:
 def joint_transcripts(
     decoder: JointCTCAttentionDecoder, feature_extractor, audio: list, ctc_weights, batch_size: int = 8
 ) -> dict[float, list[str]]:
-    """Transcripts of 16 kHz waveforms (each at most Whisper's 30 s window) for every CTC weight in
-    ``ctc_weights``: ``{weight: [text, ...]}``. The encoder and CTC head run once per batch."""
+    """Transcripts of 16 kHz waveforms for every CTC weight in ``ctc_weights``: ``{weight: [text, ...]}``. The
+    encoder and CTC head run once per batch. A waveform over Whisper's 30 s window is read in consecutive 30 s
+    windows (the encoder's training length) whose transcripts are joined, as ``asr.Transcriber`` does."""
     from tqdm.auto import tqdm
 
     window = feature_extractor.n_samples
-    if any(len(a) > window for a in audio):
-        raise ValueError(f"joint_transcripts reads one 30 s window per utterance; split audio over {window} samples")
-    out = {float(w): [] for w in ctc_weights}
-    for i in tqdm(range(0, len(audio), batch_size), desc="joint decoding"):
+    pieces, owner = [], []
+    for i, a in enumerate(audio):
+        for start in range(0, max(len(a), 1), window):
+            pieces.append(a[start : start + window])
+            owner.append(i)
+    texts = {float(w): [] for w in ctc_weights}
+    for i in tqdm(range(0, len(pieces), batch_size), desc="joint decoding"):
         batch = feature_extractor(
-            audio[i : i + batch_size], sampling_rate=16000, return_tensors="pt", return_attention_mask=True
+            pieces[i : i + batch_size], sampling_rate=16000, return_tensors="pt", return_attention_mask=True
         )
-        for w in out:
-            out[w] += decoder.decode(batch["input_features"], batch["attention_mask"], ctc_weight=w)
+        for w in texts:
+            texts[w] += decoder.decode(batch["input_features"], batch["attention_mask"], ctc_weight=w)
+    out = {}
+    for w, piece_texts in texts.items():
+        joined = [[] for _ in audio]
+        for i, t in zip(owner, piece_texts):
+            joined[i].append(t)
+        out[w] = [" ".join(t for t in parts if t) for parts in joined]
     return out
 
 

@@ -49,6 +49,21 @@ def kept_systems(previous: dict, names: dict[str, str], uids: dict[str, list[str
     }
 
 
+def kept_from_arguments(keep_from: str | None, keep: list[str]) -> dict | None:
+    """The ``kept`` argument of the evaluations from the command line's ``--keep-from FILE --keep SYSTEM[=NAME] ...``
+    (None when neither is given).
+
+    Raises:
+        SystemExit: one of the two without the other.
+    """
+    if bool(keep) != bool(keep_from):
+        raise SystemExit("--keep and --keep-from go together: the systems to keep and the results.json they are in")
+    if not keep_from:
+        return None
+    names = dict((k.split("=", 1) + [k])[:2] for k in keep)
+    return {"results": json.loads(Path(keep_from).read_text()), "names": names}
+
+
 def wer_cer(references: list[str], predictions: list[str]) -> dict:
     """Corpus-level ``{"wer", "cer"}`` of texts normalised as the tokenizer normalises them."""
     import jiwer

@@ -110,3 +110,66 @@ intervals. Whisper tiny.en zero-shot uses its own decoder. Produced by:
 - A few hundred CPU training steps: more steps and more of the 13,129 training utterances would help; the
   numbers above are what this folder does, not what the architecture can do.
 """
+
+
+JOINT_BEGIN, JOINT_END = "<!-- joint-decoding:begin -->", "<!-- joint-decoding:end -->"
+
+
+def joint_card_section(results: dict, folder_name: str = "lact_whisper_ctc") -> str:
+    """The card's section on joint CTC / attention decoding, from ``eval/recogniser_joint_eval.py``'s results
+    (the joint system is their ``reference_system``), between markers so it can be replaced."""
+    name = results["reference_system"]
+    system = results["systems"][name]
+    joint = system.get("joint", {})
+    whisper = [n for n in results["systems"] if n.startswith("whisper")]
+    bars = "\n".join(bar_checks(results, name, w) for w in whisper)
+    tuning = joint.get("tuning", {})
+    grid = "\n".join(
+        f"| {g['ctc_weight']:g} | "
+        + " | ".join(f"{100 * g[s]['wer']:.1f}" for s in tuning.get("sets", {}))
+        + f" | {100 * g['mean_wer']:.1f} |"
+        for g in tuning.get("grid", [])
+    )
+    whisper_rtf = results["systems"][whisper[0]].get("rtf") if whisper else None
+    speed = f" ({whisper[0]}: {whisper_rtf:.3f})" if whisper_rtf else ""
+    header = " | ".join(f"{s} WER %" for s in tuning.get("sets", {}))
+    tuning_table = (
+        f"| CTC weight | {header} | mean |\n|---|{'---|' * len(tuning.get('sets', {}))}---|\n{grid}\n"
+        if grid
+        else "Untuned.\n"
+    )
+    return f"""{JOINT_BEGIN}
+## Joint CTC / attention decoding (`attention_decoder/`)
+
+The folder also ships Whisper tiny.en's pretrained decoder (float16, MIT licence, OpenAI), which reads the same
+frozen encoder states. `Transcriber.from_pretrained("model_cards/checkpoints/{folder_name}",
+use_attention_decoder=True)` runs its beam search ({joint.get("num_beams", "?")} beams) with the LaCT CTC head's
+prefix log-probabilities mixed in at weight {joint.get("ctc_weight", "?")} (Watanabe et al. 2017): the decoder
+brings a language model of real speech, the CTC head keeps each hypothesis on the frames. Transcripts come out
+spelt and unpunctuated. Real-time factor {system["rtf"]:.3f} on 2 CPU cores{speed}.
+
+The CTC weight was chosen on validation (synthetic voices) and `train_real` (recorded speech this head never
+trained on), by their mean WER; no test split was read:
+
+{tuning_table}
+    {tuning.get("command", "")}
+
+Measured on the test splits ({results["rows_per_split"]} utterances each, the same as above):
+
+    {results.get("command") or ""}
+
+{bars}
+{markdown_tables(results)}
+{JOINT_END}
+"""
+
+
+def with_joint_section(card: str, section: str) -> str:
+    """``card`` with its joint-decoding section replaced by ``section`` (put before ``## Training`` if absent)."""
+    if JOINT_BEGIN in card and JOINT_END in card:
+        head, rest = card.split(JOINT_BEGIN, 1)
+        return head + section.rstrip("\n") + rest.split(JOINT_END, 1)[1]
+    if "\n## Training" in card:
+        head, rest = card.split("\n## Training", 1)
+        return head + "\n" + section + "\n## Training" + rest
+    return card.rstrip("\n") + "\n\n" + section

@@ -174,6 +174,8 @@ def render_report(results: dict) -> str:
     ]
     if results.get("command"):
         lines += ["Command:", "", f"    {results['command']}", ""]
+    for note in results.get("notes", []):
+        lines += [note, ""]
     reference = results.get("reference_system")
     whispers = [n for n in results["systems"] if n.startswith("whisper")]
     if reference:
