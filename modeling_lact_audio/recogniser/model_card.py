@@ -51,7 +51,8 @@ can carry its fast-weight state across a speaker's utterances at test time.
 **Read the numbers below before using it.** It was trained for {args.get("max_steps", "?")} steps
 ({minutes:.0f} minutes on 2 CPU cores) on cached encoder states of {
         summary.get("args", {}).get("extra", {}).get("train_rows", "?")
-    } synthetic training utterances. It does not reach Whisper tiny.en's own quality on real speech.
+    } synthetic training utterances. With CTC decoding it does not reach Whisper tiny.en's own quality on real
+speech; joint decoding with the shipped Whisper decoder does (see below, when the folder ships `attention_decoder/`).
 
 ## Use
 
