@@ -123,6 +123,25 @@ def as_model_inputs(batch: dict, model, device=None) -> dict:
     }
 
 
+def split_windows(audio: list[np.ndarray], window: int) -> tuple[list[np.ndarray], list[int]]:
+    """Consecutive ``window``-sample pieces of each waveform (the last one shorter; an empty waveform gives one
+    empty piece): ``(pieces, owner)`` with ``owner[j]`` the index in ``audio`` of ``pieces[j]``, in order."""
+    pieces, owner = [], []
+    for i, a in enumerate(audio):
+        for start in range(0, max(len(a), 1), window):
+            pieces.append(a[start : start + window])
+            owner.append(i)
+    return pieces, owner
+
+
+def join_windows(texts: list[str], owner: list[int], count: int) -> list[str]:
+    """The transcripts of :func:`split_windows`' pieces joined back into ``count`` transcripts, one per waveform."""
+    joined = [[] for _ in range(count)]
+    for i, t in zip(owner, texts):
+        joined[i].append(t)
+    return [" ".join(t for t in parts if t) for parts in joined]
+
+
 class Transcriber:
     """Transcribes batches of 16 kHz float32 waveforms with a CTC model or a Whisper model, greedily.
 
@@ -213,13 +232,7 @@ class Transcriber:
         each waveform (the encoder's training length); any other model sees each waveform whole."""
         if not (self.kind == "ctc" and getattr(self.model.config, "frontend", None) == "whisper_encoder"):
             return list(audio), list(range(len(audio)))
-        window = self.processor.feature_extractor.n_samples  # Whisper's 30 s
-        pieces, owner = [], []
-        for i, a in enumerate(audio):
-            for start in range(0, max(len(a), 1), window):
-                pieces.append(a[start : start + window])
-                owner.append(i)
-        return pieces, owner
+        return split_windows(audio, self.processor.feature_extractor.n_samples)  # Whisper's 30 s
 
     @torch.no_grad()
     def __call__(self, audio: list[np.ndarray]) -> list[str]:
@@ -230,11 +243,7 @@ class Transcriber:
             batch = self.processor(
                 audio=pieces, sampling_rate=SAMPLING_RATE, return_tensors="pt", return_attention_mask=True
             )
-            texts = self.transcribe_batch(dict(batch))
-            joined = [[] for _ in audio]
-            for i, t in zip(owner, texts):
-                joined[i].append(t)
-            return [" ".join(t for t in parts if t) for parts in joined]
+            return join_windows(self.transcribe_batch(dict(batch)), owner, len(audio))
         if self.kind == "ctc":
             batch = dict(self.processor(audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt"))
         elif self.kind == "whisper_pretrained":

@@ -183,12 +183,9 @@ def joint_transcripts(
     windows (the encoder's training length) whose transcripts are joined, as ``asr.Transcriber`` does."""
     from tqdm.auto import tqdm
 
-    window = feature_extractor.n_samples
-    pieces, owner = [], []
-    for i, a in enumerate(audio):
-        for start in range(0, max(len(a), 1), window):
-            pieces.append(a[start : start + window])
-            owner.append(i)
+    from ..asr import join_windows, split_windows
+
+    pieces, owner = split_windows(audio, feature_extractor.n_samples)
     texts = {float(w): [] for w in ctc_weights}
     for i in tqdm(range(0, len(pieces), batch_size), desc="joint decoding"):
         batch = feature_extractor(
@@ -196,13 +193,7 @@ def joint_transcripts(
         )
         for w in texts:
             texts[w] += decoder.decode(batch["input_features"], batch["attention_mask"], ctc_weight=w)
-    out = {}
-    for w, piece_texts in texts.items():
-        joined = [[] for _ in audio]
-        for i, t in zip(owner, piece_texts):
-            joined[i].append(t)
-        out[w] = [" ".join(t for t in parts if t) for parts in joined]
-    return out
+    return {w: join_windows(piece_texts, owner, len(audio)) for w, piece_texts in texts.items()}
 
 
 def tune_joint_decoding(
@@ -226,19 +217,12 @@ def tune_joint_decoding(
         ``{"ctc_weight", "mean_wer", "grid": [{"ctc_weight", "mean_wer", name: {"wer", "cer"}, ...}], "sets":
         {name: utterances}}``.
     """
-    from ..asr import per_utterance_errors
+    from .evaluation import wer_cer
 
     per_set = {}
     for name, (audio, references) in tuning_sets.items():
         texts = joint_transcripts(decoder, feature_extractor, audio, ctc_weights, batch_size)
-        refs = [normalize_text(r) for r in references]
-        per_set[name] = {}
-        for w, hyps in texts.items():
-            counts = per_utterance_errors(refs, hyps)
-            per_set[name][w] = {
-                "wer": float(counts["word_errors"].sum() / max(counts["words"].sum(), 1)),
-                "cer": float(counts["char_errors"].sum() / max(counts["chars"].sum(), 1)),
-            }
+        per_set[name] = {w: wer_cer(references, hyps) for w, hyps in texts.items()}
     grid = []
     for w in (float(x) for x in ctc_weights):
         entry = {"ctc_weight": w, **{name: per_set[name][w] for name in per_set}}

@@ -33,7 +33,8 @@ class CTCPrefixScorer:
         # A log-prob of exactly -inf would make the cumulative sums below -inf - -inf; e^-1e4 is already 0.
         self.x = log_probs.detach().double().cpu().clamp_min(-1e4)
         self.blank = blank
-        self.blank_cum = torch.cumsum(self.x[:, blank], 0)  # [T] log prod_{u<=t} x_u(blank)
+        self.label_cum = torch.cumsum(self.x, 0)  # [T, V] log prod_{u<=t} x_u(v), once for every label
+        self.blank_cum = self.label_cum[:, blank]
         neg_inf = torch.full_like(self.blank_cum, -torch.inf)
         # Forward variables of the empty string: every frame so far blank, no label yet.
         self.cache = {(): (neg_inf, self.blank_cum, 0.0)}
@@ -50,7 +51,7 @@ class CTCPrefixScorer:
         phi = r_b if head and head[-1] == c else torch.logaddexp(r_n, r_b)
         # Paths starting c at frame s+1 after phi[s], with s = -1 standing for "before the first frame"
         # (only when g is a single label): r_n[t] = sum_s phi[s] * prod_{u=s+1..t} x_u(c).
-        lc = torch.cumsum(self.x[:, c], 0)  # [T] log prod_{u<=t} x_u(c)
+        lc = self.label_cum[:, c]  # [T] log prod_{u<=t} x_u(c)
         start = torch.cat([torch.tensor([0.0 if not head else -torch.inf], dtype=phi.dtype), phi[:-1]])
         offset = torch.cat([torch.zeros(1, dtype=lc.dtype), lc[:-1]])  # lc[s] for s = t - 1, lc[-1] = 0
         new_n = lc + torch.logcumsumexp(start - offset, 0)

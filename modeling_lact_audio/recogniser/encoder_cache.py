@@ -57,12 +57,9 @@ def encode_waveforms(
     Returns:
         one float32 array ``[T'_i, d_model]`` per waveform, 50 frames per second of audio.
     """
-    window = feature_extractor.n_samples
-    pieces, owner = [], []
-    for i, a in enumerate(audio):
-        for start in range(0, max(len(a), 1), window):
-            pieces.append(a[start : start + window])
-            owner.append(i)
+    from ..asr import split_windows
+
+    pieces, owner = split_windows(audio, feature_extractor.n_samples)
     features = feature_extractor(pieces, sampling_rate=SAMPLING_RATE, return_tensors="pt", return_attention_mask=True)
     states = encoder(features["input_features"].to(encoder.dtype)).last_hidden_state.float()
     lengths = encoder_output_lengths(features["attention_mask"].sum(-1))
